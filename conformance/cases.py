@@ -1,0 +1,90 @@
+"""A case (implementation × family × flags × recipe × workflow × tiny config × seed) and its ids.
+
+Cell id:  peft-gemma4-tT-xF-lora_embed_head-merge         (what expectations and pytest ids name)
+Case id:  peft-gemma4-tT-xF-lora_embed_head-merge@v128.h32.i64.L2.H2.K1.d16.g16.w8.f2.s0
+The part after '@' is the tiny config and seed, so a case id alone is enough to rerun the case.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from conformance import families
+from conformance.errors import ConformanceError
+from conformance.families import Family, Knobs
+from conformance.flags import TieFlags
+
+WORKFLOWS = ("merge", "adapter", "untie-first")
+_SEED = re.compile(r"(.*)\.s(\d+)")
+
+
+@dataclass(frozen=True)
+class Case:
+    implementation: str
+    family: str
+    flags: TieFlags
+    recipe: str
+    workflow: str
+    knobs: tuple[tuple[str, int], ...]
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.implementation}-{self.family}-{self.flags.id}-{self.recipe}-{self.workflow}"
+
+    @property
+    def config(self) -> Knobs:
+        return dict(self.knobs)
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.cell_id}@{families.get(self.family).token(self.config)}.s{self.seed}"
+
+    @property
+    def repro(self) -> str:
+        return f"python -m conformance repro '{self.case_id}'"
+
+    def family_def(self) -> Family:
+        return families.get(self.family)
+
+
+def make(
+    implementation: str, family: Family, flags: TieFlags, recipe: str, workflow: str, knobs: Knobs, seed: int
+) -> Case:
+    # Knobs are stored in the family's declared order so equal configs give equal ids.
+    ordered = tuple((name, knobs[name]) for name in family.knob_codes if name in knobs)
+    return Case(implementation, family.name, flags, recipe, workflow, ordered, seed)
+
+
+def parse(case_id: str, implementations: list[str], recipes: list[str]) -> Case:
+    """Inverse of Case.case_id; every part is checked against the known names."""
+    cell, sep, token = case_id.partition("@")
+    names = sorted(f.name for f in families.all_families())
+    pattern = re.compile(
+        rf"(?P<impl>{_alternatives(implementations)})-(?P<family>{_alternatives(names)})"
+        rf"-(?P<flags>t[TF](?:-x[TF])?)-(?P<recipe>{_alternatives(recipes)})-(?P<workflow>{_alternatives(WORKFLOWS)})"
+    )
+    match = pattern.fullmatch(cell)
+    if match is None or not sep:
+        raise ConformanceError(
+            f"not a case id: {case_id!r}; expected IMPL-FAMILY-FLAGS-RECIPE-WORKFLOW@CONFIG.sSEED as printed "
+            "in results.jsonl (known recipes and families are listed by `python -m conformance list`)"
+        )
+    family = families.get(match["family"])
+    flags = TieFlags.parse(match["flags"])
+    if (flags.text is None) == family.nested:
+        raise ConformanceError(f"{case_id}: flags {flags.id} do not fit family {family.name}")
+    seeded = _SEED.fullmatch(token)
+    if seeded is None:
+        raise ConformanceError(f"{case_id}: config part must end with .s<seed>")
+    try:
+        knobs = family.parse_token(seeded.group(1))
+    except ValueError as exc:
+        raise ConformanceError(f"{case_id}: {exc}") from None
+    return make(match["impl"], family, flags, match["recipe"], match["workflow"], knobs, int(seeded.group(2)))
+
+
+def _alternatives(names: list[str] | tuple[str, ...]) -> str:
+    # Longest first, so 'gemma4-moe' is tried before 'gemma4'.
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))

@@ -1,0 +1,155 @@
+"""Command line: `python -m conformance run | repro | list`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+from conformance import cases, execution, expectations, families, generators, implementations, results
+from conformance import recipes as recipe_book
+from conformance.errors import ConformanceError
+from conformance.runner import Engine, Selection, plan
+from conformance.versions import installed
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _quiet_libraries() -> None:
+    # Every case saves and loads a checkpoint: progress bars would bury the run's own output.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    # Library warnings are captured per case into results.jsonl; printed too, they would flood the run.
+    transformers.utils.logging.disable_default_handler()
+
+
+def header(selection: Selection, out=sys.stdout) -> None:
+    impls = ", ".join(i.name for i in implementations.selected(selection.implementations))
+    pkgs = " ".join(f"{k}=={v}" for k, v in installed().items())
+    print(
+        f"conformance: implementations {impls} | profile {selection.profile} | seed {selection.seed}",
+        file=out,
+    )
+    print(f"conformance: {pkgs}", file=out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    selection = Selection(
+        args.impl, args.family, args.recipe, args.workflow, args.check, args.profile, args.seed
+    )
+    planned = plan(selection)
+    header(selection)
+    _quiet_libraries()
+    engine = Engine(selection)
+    records: list[results.Record] = []
+    started = time.perf_counter()
+    try:
+        for case_records in execution.judge_all(planned, selection, args.jobs):
+            records.extend(engine.expect(case_records))
+    finally:
+        engine.close()
+    elapsed = time.perf_counter() - started
+    impls = {i.name for i in implementations.selected(selection.implementations)}
+    unused = [] if selection.filtered else engine.expectation_set.unused(impls)
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        "profile": selection.profile,
+        "seed": selection.seed,
+        "implementations": sorted(impls),
+        "versions": installed(),
+        "cases": len(planned),
+        "results": len(records),
+        "seconds": round(elapsed, 2),
+        "jobs": args.jobs,
+        "unused_expectations": [e.id for e in unused],
+    }
+    path = results.write(records, Path(args.out), meta)
+    results.summary(records, sys.stdout, unused)
+    print(f"\n{len(planned)} cases in {elapsed:.1f}s; results in {path}")
+    bad = {expectations.UNEXPECTED} | ({expectations.UNEXPECTED_PASS} if args.strict else set())
+    failed = any(r.verdict in bad for r in records) or (args.strict and bool(unused))
+    return EXIT_UNEXPECTED if failed else EXIT_OK
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    case = cases.parse(args.case_id, list(implementations.REGISTRY), list(recipe_book.load().recipes))
+    _quiet_libraries()
+    engine = Engine()
+    try:
+        records = engine.records(case)
+    finally:
+        engine.close()
+    for r in records:
+        note = f" [expected by {r.expected}]" if r.expected else ""
+        diff = "" if r.max_abs_diff is None else f" max|Δ|={r.max_abs_diff:g} tol={r.tolerance:g}"
+        print(f"{r.check:<20} {r.outcome:<16} {r.verdict}{note}{diff}\n    {r.detail}")
+        for w in r.warnings:
+            print(f"    warning: {w}")
+    return EXIT_UNEXPECTED if any(r.verdict == expectations.UNEXPECTED for r in records) else EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    book = recipe_book.load()
+    print("families:")
+    for family in families.all_families():
+        reason = family.unavailable()
+        print(f"  {family.name:<12} {'unavailable: ' + reason if reason else family.model_class}")
+    print("recipes:")
+    for recipe in book.recipes.values():
+        reason = book.skip_reason(recipe)
+        print(f"  {recipe.name:<28} {'skipped: ' + reason if reason else recipe.about}")
+    print("implementations:", ", ".join(implementations.REGISTRY))
+    print("workflows:", ", ".join(cases.WORKFLOWS))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the conformance cases and write results.jsonl")
+    run.add_argument("--impl", action="append", default=[], help="implementation (repeatable)")
+    run.add_argument("--family", action="append", default=[], help="family (repeatable)")
+    run.add_argument("--recipe", action="append", default=[], help="adapter recipe (repeatable)")
+    run.add_argument("--workflow", action="append", default=[], help="workflow (repeatable)")
+    run.add_argument("--check", action="append", default=[], help="check (repeatable)")
+    run.add_argument(
+        "--profile",
+        default=os.environ.get("HYPOTHESIS_PROFILE", "ci"),
+        help=f"hypothesis profile: {', '.join(generators.PROFILES)} (default ci)",
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed of the canonical configs and of non-ci draws")
+    run.add_argument("--out", default="reports", help="output folder (default reports/)")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=execution.default_jobs(),
+        help="worker processes (default: one per core, at most 4)",
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail on unexpected passes and on expectations a full run never used",
+    )
+    run.set_defaults(func=cmd_run)
+    repro = sub.add_parser("repro", help="rerun one case by its case id")
+    repro.add_argument("case_id")
+    repro.set_defaults(func=cmd_repro)
+    listing = sub.add_parser("list", help="families, recipes and what the installed versions allow")
+    listing.set_defaults(func=cmd_list)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConformanceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT

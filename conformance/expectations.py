@@ -1,0 +1,186 @@
+"""Known non-pass outcomes, as data: cases/expectations/<implementation>.yaml, matched on conditions.
+
+An entry names its conditions (family, flags, tied, recipe, workflow, check as names or globs; version
+ranges), the outcome it expects, a class (bug | limitation), an upstream link or "not reported upstream"
+with a one-line repro, and a reason. The first entry whose conditions hold decides.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance import casefiles, versions
+from conformance.errors import CaseFileError, UnknownName
+from conformance.outcomes import OUTCOMES, PASS, SKIPPED
+
+CLASSES = ("bug", "limitation")
+NOT_REPORTED = "not reported upstream"
+_NAME_FIELDS = ("family", "flags", "recipe", "workflow", "check")
+_FIELDS = {"id", "when", "outcome", "class", "link", "repro", "reason"}
+_WHEN = {*_NAME_FIELDS, "tied", "versions"}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What an expectation can be matched against: one (case, check) of a run."""
+
+    implementation: str
+    family: str
+    flags: str
+    recipe: str
+    workflow: str
+    check: str
+    tied: bool
+    versions: dict[str, str] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    id: str
+    implementation: str
+    names: dict[str, tuple[str, ...]] = field(hash=False)  # field -> globs
+    tied: bool | None
+    version_specs: dict[str, str] = field(hash=False)
+    outcome: str
+    kind: str
+    link: str
+    repro: str
+    reason: str
+    source: str
+
+    def matches(self, subject: Subject) -> bool:
+        if subject.implementation != self.implementation:
+            return False
+        if self.tied is not None and subject.tied != self.tied:
+            return False
+        for name, globs in self.names.items():
+            value = getattr(subject, name)
+            if not any(fnmatch.fnmatchcase(value, glob) for glob in globs):
+                return False
+        return all(
+            versions.satisfies(pkg, versions.parse_spec(spec, self.source), subject.versions)
+            for pkg, spec in self.version_specs.items()
+        )
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Known names per condition field, to reject typos when a file is loaded."""
+
+    family: tuple[str, ...]
+    flags: tuple[str, ...]
+    recipe: tuple[str, ...]
+    workflow: tuple[str, ...]
+    check: tuple[str, ...]
+
+
+def load_file(path: Path, implementation: str, vocab: Vocabulary) -> list[Expectation]:
+    data = casefiles.load(path)
+    if data is None:
+        return []
+    top = casefiles.Fields(data, str(path), {"expectations"})
+    found = []
+    for i, raw in enumerate(top.get("expectations", list, [])):
+        found.append(_parse(raw, f"{path}:expectations[{i}]", implementation, vocab))
+    ids = [e.id for e in found]
+    for i, ident in enumerate(ids):
+        if ident in ids[:i]:
+            raise CaseFileError(f"{path}:expectations[{i}].id", f"duplicate id {ident!r}")
+    return found
+
+
+def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary) -> Expectation:
+    entry = casefiles.Fields(raw, where, _FIELDS)
+    ident = entry.get("id", str)
+    entry.where = where = f"{where}({ident})"
+    when = casefiles.Fields(entry.get("when", dict), entry.at("when"), _WHEN)
+    names: dict[str, tuple[str, ...]] = {}
+    for name in _NAME_FIELDS:
+        globs = when.names(name, None)
+        if globs is None:
+            continue
+        known = getattr(vocab, name)
+        for glob in globs:
+            if not fnmatch.filter(known, glob):
+                raise UnknownName(name, glob, list(known), when.at(name))
+        names[name] = tuple(globs)
+    specs = when.get("versions", dict, {})
+    for pkg, spec in specs.items():
+        versions.parse_spec(str(spec), f"{when.at('versions')}.{pkg}")
+    outcome = entry.get("outcome", str)
+    if outcome not in OUTCOMES or outcome in (PASS, SKIPPED):
+        allowed = [o for o in OUTCOMES if o not in (PASS, SKIPPED)]
+        raise CaseFileError(entry.at("outcome"), f"{outcome!r}: expected one of {', '.join(allowed)}")
+    kind = entry.get("class", str)
+    if kind not in CLASSES:
+        raise CaseFileError(entry.at("class"), f"{kind!r}: expected one of {', '.join(CLASSES)}")
+    link = entry.get("link", str)
+    repro = entry.get("repro", str, "")
+    if link == NOT_REPORTED:
+        if not repro.strip():
+            raise CaseFileError(entry.at("repro"), f"required when link is {NOT_REPORTED!r}")
+    elif not link.startswith("https://"):
+        raise CaseFileError(entry.at("link"), f"expected an https:// link or {NOT_REPORTED!r}")
+    reason = entry.get("reason", str)
+    if "\n" in reason.strip():
+        raise CaseFileError(entry.at("reason"), "keep the reason to one line")
+    return Expectation(
+        ident,
+        implementation,
+        names,
+        when.get("tied", bool, None),
+        {k: str(v) for k, v in specs.items()},
+        outcome,
+        kind,
+        link,
+        repro.strip(),
+        reason.strip(),
+        where,
+    )
+
+
+@dataclass
+class ExpectationSet:
+    entries: list[Expectation]
+    used: set[str] = field(default_factory=set)
+
+    def match(self, subject: Subject) -> Expectation | None:
+        for entry in self.entries:
+            if entry.matches(subject):
+                self.used.add(entry.id)
+                return entry
+        return None
+
+    def unused(self, implementations: set[str]) -> list[Expectation]:
+        return [e for e in self.entries if e.implementation in implementations and e.id not in self.used]
+
+
+@functools.cache
+def _load_all(folder: Path, vocab: Vocabulary) -> tuple[Expectation, ...]:
+    entries: list[Expectation] = []
+    for path in sorted(folder.glob("*.yaml")):
+        entries.extend(load_file(path, path.stem, vocab))
+    return tuple(entries)
+
+
+def load(vocab: Vocabulary, folder: Path | None = None) -> ExpectationSet:
+    folder = folder or casefiles.cases_dir() / "expectations"
+    return ExpectationSet(list(_load_all(folder, vocab)))
+
+
+# Verdicts: how an outcome relates to the expectations.
+OK, EXPECTED, UNEXPECTED, UNEXPECTED_PASS = "ok", "expected", "unexpected", "unexpected-pass"
+
+
+def verdict(outcome: str, entry: Expectation | None) -> str:
+    if outcome == SKIPPED:
+        return OK
+    if entry is None:
+        return OK if outcome == PASS else UNEXPECTED
+    if outcome == PASS:
+        return UNEXPECTED_PASS
+    return EXPECTED if outcome == entry.outcome else UNEXPECTED

@@ -1,0 +1,143 @@
+"""Model families: how to build a tiny config from drawn sizes, which tie flags exist, and the HF tie rule."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from conformance import versions
+from conformance.errors import UnknownName
+from conformance.flags import TieFlags, combinations
+
+Knobs = dict[str, int]
+_TOKEN_PART = re.compile(r"([A-Za-z]+)(\d+)")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture under test; `config_kwargs` turns knobs into the kwargs of its config class(es)."""
+
+    name: str
+    model_class: str  # attribute of the `transformers` module
+    nested: bool  # top-level config with a `text_config` carrying its own tie flag
+    requires: str  # transformers versions the family exists in
+    knob_codes: dict[str, str]  # knob name -> short code used in case ids
+    canonical: Knobs  # the known-good tiny config, always run first
+    config_kwargs: Callable[[Knobs, TieFlags], Any] = field(repr=False)
+    # Which flag rules the tie for the installed transformers: list of (version range, "top" | "text").
+    tie_flag_by_version: tuple[tuple[str, str], ...] = ((">=0", "top"),)
+    # Extra from_pretrained kwargs every load of this family needs (runtime choices config.json omits).
+    load_kwargs: dict[str, str] = field(default_factory=dict)
+
+    def unavailable(self, installed: dict[str, str] | None = None) -> str | None:
+        """Why this family cannot run here, or None."""
+        spec = versions.parse_spec(self.requires, f"family {self.name}: requires")
+        if not versions.satisfies("transformers", spec, installed):
+            have = (installed or versions.installed()).get("transformers", "absent")
+            return f"{self.name} needs transformers{self.requires}; installed {have}"
+        import transformers
+
+        if not hasattr(transformers, self.model_class):
+            return f"transformers {have_version()} has no {self.model_class}"
+        return None
+
+    def flag_combinations(self) -> list[TieFlags]:
+        return combinations(self.nested)
+
+    def model_cls(self) -> type:
+        import transformers
+
+        return getattr(transformers, self.model_class)
+
+    def config(self, knobs: Knobs, flags: TieFlags) -> Any:
+        return self.config_kwargs(knobs, flags)
+
+    def build(self, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype) -> torch.nn.Module:
+        """A freshly initialised model; the seed fixes every base weight.
+
+        Built under `dtype` as the default, as from_pretrained(dtype=...) does, so buffers computed at
+        init (rotary frequencies, embedding scales) match those of a reloaded model bit for bit.
+        """
+        torch.manual_seed(seed)
+        config = self.config(knobs, flags)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            model = self.model_cls()(config)
+        finally:
+            torch.set_default_dtype(previous)
+        return model.to(dtype).eval()
+
+    def ruling_flag(self, installed: dict[str, str] | None = None) -> str:
+        for spec, source in self.tie_flag_by_version:
+            if versions.satisfies("transformers", versions.parse_spec(spec, self.name), installed):
+                return source
+        return "top"
+
+    def expected_tied(self, flags: TieFlags, installed: dict[str, str] | None = None) -> bool:
+        """The HF rule: is a model whose config carries `flags` tied under the installed transformers?"""
+        if self.nested and self.ruling_flag(installed) == "text":
+            return bool(flags.text)
+        return flags.top
+
+    def flags_of(self, config: Any) -> TieFlags:
+        """The tie flags a config object carries (transformers 5.x reads a missing attribute as False)."""
+        top = bool(getattr(config, "tie_word_embeddings", False))
+        if not self.nested:
+            return TieFlags(top)
+        return TieFlags(
+            top, bool(getattr(config.get_text_config(decoder=True), "tie_word_embeddings", False))
+        )
+
+    def token(self, knobs: Knobs) -> str:
+        """Compact, parseable form of the knobs for case ids, e.g. 'v128.h32.L2'."""
+        unknown = set(knobs) - set(self.knob_codes)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown knobs {sorted(unknown)}")
+        return ".".join(f"{code}{knobs[name]}" for name, code in self.knob_codes.items() if name in knobs)
+
+    def parse_token(self, token: str) -> Knobs:
+        by_code = {code: name for name, code in self.knob_codes.items()}
+        knobs: Knobs = {}
+        for part in token.split("."):
+            match = _TOKEN_PART.fullmatch(part)
+            if match is None or match.group(1) not in by_code:
+                raise ValueError(f"{self.name}: bad config part {part!r} in {token!r}")
+            knobs[by_code[match.group(1)]] = int(match.group(2))
+        return knobs
+
+
+def have_version() -> str:
+    return versions.installed().get("transformers", "absent")
+
+
+def _registry() -> dict[str, Family]:
+    from conformance.families import gemma, gemma4, llama
+
+    found = {}
+    for module in (llama, gemma, gemma4):
+        for family in module.FAMILIES:
+            found[family.name] = family
+    return found
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def get(name: str, where: str = "") -> Family:
+    if not FAMILIES:
+        FAMILIES.update(_registry())
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UnknownName("family", name, list(FAMILIES), where) from None
+
+
+def all_families() -> list[Family]:
+    if not FAMILIES:
+        FAMILIES.update(_registry())
+    return list(FAMILIES.values())

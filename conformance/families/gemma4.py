@@ -1,0 +1,107 @@
+"""Gemma4, text-only `Gemma4ForConditionalGeneration` (nested config), dense and with the MoE block on."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from conformance.families import Family, Knobs
+from conformance.flags import TieFlags
+
+_MOE_KNOBS = ("num_experts", "top_k_experts", "moe_intermediate_size")
+
+
+def _layer_types(layers: int, full_every: int) -> list[str]:
+    # Gemma4 requires the last layer to use full attention.
+    return [
+        "full_attention" if (i + 1) % full_every == 0 or i == layers - 1 else "sliding_attention"
+        for i in range(layers)
+    ]
+
+
+def _config(knobs: Knobs, flags: TieFlags, **runtime: str) -> Any:
+    from transformers import Gemma4Config
+    from transformers.models.gemma4.configuration_gemma4 import Gemma4TextConfig
+
+    text = dict(knobs)
+    full_every = text.pop("full_every", 2)
+    moe = {name: text.pop(name) for name in _MOE_KNOBS if name in text}
+    if moe:
+        text.update(enable_moe_block=True, **moe)
+    text_config = Gemma4TextConfig(
+        layer_types=_layer_types(text["num_hidden_layers"], full_every),
+        max_position_embeddings=64,
+        # Left at their defaults these make a "tiny" model enormous (262144-row per-layer embeddings,
+        # 512-wide global heads), so they are always set.
+        hidden_size_per_layer_input=0,
+        vocab_size_per_layer_input=text["vocab_size"],
+        global_head_dim=text.pop("global_head_dim", text["head_dim"]),
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=flags.text,
+        **text,
+    )
+    return Gemma4Config(
+        text_config=text_config,
+        vision_config=None,
+        audio_config=None,
+        tie_word_embeddings=flags.top,
+        **runtime,
+    )
+
+
+_DENSE_CODES = {
+    "vocab_size": "v",
+    "hidden_size": "h",
+    "intermediate_size": "i",
+    "num_hidden_layers": "L",
+    "num_attention_heads": "H",
+    "num_key_value_heads": "K",
+    "head_dim": "d",
+    "global_head_dim": "g",
+    "sliding_window": "w",
+    "full_every": "f",
+}
+_DENSE = {
+    "vocab_size": 128,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 16,
+    "global_head_dim": 16,
+    "sliding_window": 8,
+    "full_every": 2,
+}
+# transformers 5.x ties Gemma4ForConditionalGeneration on the top-level flag only (the text flag is
+# ignored); the family does not exist before 5.5, so no older rule applies.
+_RULE = ((">=5.0", "top"), ("<5.0", "text"))
+# The grouped_mm experts kernel has no float64 CPU path; the eager loop is the reference anyway.
+# It is a runtime choice, not saved in config.json, so every load passes it again.
+_EAGER_EXPERTS = {"experts_implementation": "eager"}
+
+FAMILIES = [
+    Family(
+        name="gemma4",
+        model_class="Gemma4ForConditionalGeneration",
+        nested=True,
+        requires=">=5.5",
+        knob_codes=_DENSE_CODES,
+        canonical=_DENSE,
+        config_kwargs=_config,
+        tie_flag_by_version=_RULE,
+    ),
+    Family(
+        name="gemma4-moe",
+        model_class="Gemma4ForConditionalGeneration",
+        nested=True,
+        requires=">=5.5",
+        knob_codes={**_DENSE_CODES, "num_experts": "E", "top_k_experts": "k", "moe_intermediate_size": "m"},
+        canonical={**_DENSE, "num_experts": 4, "top_k_experts": 2, "moe_intermediate_size": 32},
+        config_kwargs=functools.partial(_config, **_EAGER_EXPERTS),
+        load_kwargs=_EAGER_EXPERTS,
+        tie_flag_by_version=_RULE,
+    ),
+]

@@ -1,0 +1,115 @@
+"""Hypothesis strategies for tiny configs that respect each architecture's rules, and the profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+from conformance.families import Family, Knobs
+
+PROFILES = ("dev", "ci", "nightly")
+# Generated configs per family that `conformance run` adds to the canonical one.
+CONFIGS_PER_FAMILY = {"dev": 2, "ci": 1, "nightly": 8}
+
+settings.register_profile("dev", max_examples=5, deadline=None)
+# Derandomized and without a database: the gate gives the same cases on every machine.
+settings.register_profile(
+    "ci", max_examples=10, deadline=None, derandomize=True, database=None, print_blob=True
+)
+settings.register_profile("nightly", max_examples=100, deadline=None)
+
+_QUIET = list(HealthCheck)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@st.composite
+def _attention(draw: st.DrawFn, head_dims: list[int], kv_default_is_heads: bool) -> Knobs:
+    heads = draw(st.sampled_from([1, 2, 4]), label="num_attention_heads")
+    knobs = {
+        "vocab_size": draw(st.integers(32, 160), label="vocab_size"),
+        "intermediate_size": draw(st.integers(8, 96), label="intermediate_size"),
+        "num_hidden_layers": draw(st.integers(1, 3), label="num_hidden_layers"),
+        "num_attention_heads": heads,
+        "head_dim": draw(st.sampled_from(head_dims), label="head_dim"),
+    }
+    # Where the config class defaults kv heads to the head count (Llama), sometimes leave it out so the
+    # default is exercised too; Gemma's default (16) would not fit a tiny model.
+    if not kv_default_is_heads or draw(st.booleans(), label="set num_key_value_heads"):
+        knobs["num_key_value_heads"] = draw(st.sampled_from(_divisors(heads)), label="num_key_value_heads")
+    return knobs
+
+
+@st.composite
+def llama(draw: st.DrawFn) -> Knobs:
+    knobs = draw(_attention([4, 8, 16], kv_default_is_heads=True))
+    # Llama derives head_dim from hidden / heads; rotary needs it even.
+    knobs["hidden_size"] = knobs.pop("head_dim") * knobs["num_attention_heads"]
+    return knobs
+
+
+@st.composite
+def gemma(draw: st.DrawFn) -> Knobs:
+    knobs = draw(_attention([4, 8, 16], kv_default_is_heads=False))
+    knobs["hidden_size"] = draw(st.sampled_from([8, 16, 24, 32, 48]), label="hidden_size")
+    return knobs
+
+
+@st.composite
+def gemma4(draw: st.DrawFn, moe: bool = False) -> Knobs:
+    knobs = draw(_attention([4, 8, 16], kv_default_is_heads=False))
+    knobs["hidden_size"] = draw(st.sampled_from([8, 16, 32, 48]), label="hidden_size")
+    # Full-attention layers use proportional rope with a quarter of global_head_dim: keep it even.
+    knobs["global_head_dim"] = draw(st.sampled_from([8, 16, 32]), label="global_head_dim")
+    knobs["sliding_window"] = draw(st.integers(2, 16), label="sliding_window")
+    knobs["full_every"] = draw(st.integers(1, knobs["num_hidden_layers"]), label="full_every")
+    if moe:
+        experts = draw(st.integers(2, 6), label="num_experts")
+        knobs["num_experts"] = experts
+        knobs["top_k_experts"] = draw(st.integers(1, experts), label="top_k_experts")
+        knobs["moe_intermediate_size"] = draw(st.integers(8, 48), label="moe_intermediate_size")
+    return knobs
+
+
+STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
+    "llama": llama,
+    "gemma": gemma,
+    "gemma4": gemma4,
+    "gemma4-moe": lambda: gemma4(moe=True),
+}
+
+
+def knobs_for(family: Family) -> st.SearchStrategy[Knobs]:
+    return STRATEGIES[family.name]()
+
+
+def seeds() -> st.SearchStrategy[int]:
+    return st.integers(0, 2**16 - 1)
+
+
+def draw_configs(family: Family, profile: str, run_seed: int) -> list[tuple[Knobs, int]]:
+    """The canonical config with the run's seed, then the profile's number of generated ones.
+
+    Under `ci` the draw is derandomized (same cases everywhere); otherwise `run_seed` seeds it.
+    """
+    wanted = CONFIGS_PER_FAMILY[profile]
+    found: list[tuple[Knobs, int]] = [(dict(family.canonical), run_seed)]
+    if wanted == 0:
+        return found
+
+    base = settings.get_profile(profile)
+
+    @settings(base, max_examples=wanted, phases=[Phase.generate], suppress_health_check=_QUIET, database=None)
+    @given(st.tuples(knobs_for(family), seeds()))
+    def collect(example: tuple[Knobs, int]) -> None:
+        if example not in found and len(found) <= wanted:
+            found.append(example)
+
+    if not base.derandomize:
+        collect = seed(run_seed)(collect)
+    collect()
+    return found

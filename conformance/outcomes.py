@@ -1,0 +1,117 @@
+"""Outcomes of a (case, check): warning capture per pipeline step and the classification rules."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import traceback
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+PASS = "pass"
+WARNED = "diverged-warned"
+SILENT = "diverged-silent"
+REFUSED = "refused"
+CRASHED = "crashed"
+SKIPPED = "skipped"
+OUTCOMES = (PASS, WARNED, SILENT, REFUSED, CRASHED, SKIPPED)
+
+# A warning counts as a warning about tying when it names the tie; the load report's bare
+# "MISSING" line does not, which is exactly the silent failure users hit.
+_TIE_WORDS = re.compile(r"\bti(e|ed|es|ing)\b|tie_word_embeddings|tied_|weight[_ ]tying", re.IGNORECASE)
+# Exceptions a library raises on purpose to reject a setup; anything else is a crash.
+_REFUSAL_TYPES = (ValueError, NotImplementedError)
+_LIBRARIES = ("/peft/", "/transformers/", "/nemo_automodel/")
+_LOGGERS = ("transformers", "peft", "nemo_automodel")
+
+
+def is_tie_warning(message: str) -> bool:
+    return bool(_TIE_WORDS.search(message))
+
+
+@dataclass
+class StepFailure:
+    step: str
+    index: int
+    outcome: str  # REFUSED or CRASHED
+    message: str
+
+
+@dataclass
+class Capture:
+    """Warnings (Python and library loggers) seen in each pipeline step, in order."""
+
+    steps: list[str] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+
+    def tie_warnings(self, up_to: int) -> list[str]:
+        seen: list[str] = []
+        for index, message in self.warnings:
+            if index <= up_to and is_tie_warning(message) and message not in seen:
+                seen.append(message)
+        return seen
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[int]:
+        index = len(self.steps)
+        self.steps.append(name)
+        handler = _ListHandler()
+        loggers = [logging.getLogger(n) for n in _LOGGERS]
+        for logger in loggers:
+            logger.addHandler(handler)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield index
+        finally:
+            for logger in loggers:
+                logger.removeHandler(handler)
+            for item in caught:
+                self.warnings.append((index, _one_line(str(item.message))))
+            for message in handler.messages:
+                self.warnings.append((index, _one_line(message)))
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def classify_exception(exc: BaseException) -> str:
+    """REFUSED when a library under test raised ValueError/NotImplementedError itself, else CRASHED."""
+    if not isinstance(exc, _REFUSAL_TYPES):
+        return CRASHED
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return CRASHED
+    origin = frames[-1].filename.replace("\\", "/")
+    return REFUSED if any(part in origin for part in _LIBRARIES) else CRASHED
+
+
+def failure(step: str, index: int, exc: BaseException) -> StepFailure:
+    return StepFailure(step, index, classify_exception(exc), _one_line(f"{type(exc).__name__}: {exc}"))
+
+
+def diverged(capture: Capture, horizon: int) -> str:
+    """A failed check is warned if a tie warning came at or before the step that produced its inputs."""
+    return WARNED if capture.tie_warnings(horizon) else SILENT
+
+
+def reset_once_caches() -> None:
+    """transformers logs some warnings once per process; clear that so each case sees its own."""
+    with contextlib.suppress(ImportError, AttributeError):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.warning_once.cache_clear()
+        hf_logging.info_once.cache_clear()

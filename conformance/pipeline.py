@@ -1,0 +1,263 @@
+"""Pipeline steps of the PEFT implementation: build, adapter, train, then merge/save/reload or adapter I/O.
+
+Each step runs inside `Steps`, which records warnings per step and turns the first exception into a
+StepFailure; artifacts remember the step that made them, so a check knows which warnings it may cite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conformance import effective, outcomes, versions
+from conformance.cases import Case
+from conformance.families import Family
+from conformance.flags import TieFlags
+from conformance.recipes import EMBED, Recipe
+
+
+class _Stop(Exception):
+    """Raised inside the pipeline after a step failed: later steps need its output."""
+
+
+@dataclass
+class CaseRun:
+    """Everything one case produced: artifacts by name, the step that made each, warnings, the failure."""
+
+    case: Case
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    made_in: dict[str, int] = field(default_factory=dict)
+    capture: outcomes.Capture = field(default_factory=outcomes.Capture)
+    failure: outcomes.StepFailure | None = None
+    _current: int = -1
+
+    def put(self, name: str, value: Any) -> None:
+        self.artifacts[name] = value
+        self.made_in[name] = self._current
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        with self.capture.step(name) as index:
+            self._current = index
+            try:
+                yield
+            except _Stop:
+                raise
+            except Exception as exc:
+                self.failure = outcomes.failure(name, index, exc)
+                raise _Stop from exc
+
+
+@dataclass
+class Workspace:
+    """State shared by the cases of one run: temporary files, and base and reference models.
+
+    Cases with the same base (family, config, flags, seed, dtype) reuse one built model (each case gets a
+    deep copy, so no case sees another's changes), its logits and its checkpoint on disk.
+    """
+
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="conformance-")))
+    _models: dict[tuple, torch.nn.Module] = field(default_factory=dict)
+    _logits: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    _checkpoints: dict[tuple, Path] = field(default_factory=dict)
+
+    def case_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.root))
+
+    def model(self, key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """A private copy of the model `build` makes; the deep copy keeps shared (tied) tensors shared."""
+        if key not in self._models:
+            self._models[key] = build()
+        return copy.deepcopy(self._models[key])
+
+    def shared(self, key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """One model reused as is by every case (callers overwrite all its weights before use)."""
+        if key not in self._models:
+            self._models[key] = build()
+        return self._models[key]
+
+    def logits(self, key: tuple, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        if key not in self._logits:
+            self._logits[key] = logits(model, ids)
+        return self._logits[key]
+
+    def checkpoint(self, key: tuple, model: torch.nn.Module) -> Path:
+        if key not in self._checkpoints:
+            path = self.root / f"base-{len(self._checkpoints)}"
+            model.save_pretrained(path)
+            self._checkpoints[key] = path
+        return self._checkpoints[key]
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def dtype_kwarg() -> str:
+    # transformers renamed `torch_dtype` to `dtype` in 4.56.
+    spec = versions.parse_spec(">=4.56", "dtype_kwarg")
+    return "dtype" if versions.satisfies("transformers", spec) else "torch_dtype"
+
+
+def inputs(vocab_size: int, rows: list[int], seed: int) -> torch.Tensor:
+    """Two sequences of 12 tokens; the first starts with `rows` (every trainable token row of any recipe),
+    so those rows matter, and the same ids serve every recipe of a base model."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab_size, (2, 12), generator=gen)
+    rows = [r for r in rows if r < vocab_size][:12]
+    if rows:
+        ids[0, : len(rows)] = torch.tensor(rows)
+    return ids
+
+
+def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids).logits.to(torch.float64)
+
+
+def untied_flags(family: Family) -> TieFlags:
+    return TieFlags(False, False if family.nested else None)
+
+
+def saved_flags(folder: Path, family: Family) -> TieFlags:
+    """The tie flags a checkpoint's config.json carries, as written."""
+    data = json.loads((folder / "config.json").read_text())
+    top = data.get("tie_word_embeddings")
+    text = (data.get("text_config") or {}).get("tie_word_embeddings") if family.nested else None
+    if top is None or (family.nested and text is None):
+        from transformers import AutoConfig
+
+        # Left out of the file: the config class's default applies.
+        return family.flags_of(AutoConfig.from_pretrained(folder))
+    return TieFlags(bool(top), None if text is None else bool(text))
+
+
+def run_case(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
+    """Run every step of `case.workflow`; stops at the first failing step."""
+    outcomes.reset_once_caches()
+    run = CaseRun(case)
+    folder = workspace.case_dir()
+    try:
+        _pipeline(run, recipe, dtype, workspace, folder)
+    except _Stop:
+        pass
+    except Exception as exc:  # outside any step: the suite's own code broke; record it, go on
+        run.failure = outcomes.failure("suite", len(run.capture.steps), exc)
+        run.failure.outcome = outcomes.CRASHED
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return run
+
+
+def _pipeline(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    case, family = run.case, run.case.family_def()
+    load_kwargs = {dtype_kwarg(): dtype, **family.load_kwargs}
+    base_key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
+
+    with run.step("build"):
+        base = workspace.model(base_key, lambda: family.build(case.config, case.flags, case.seed, dtype))
+        vocab = base.config.get_text_config().vocab_size
+        ids = inputs(vocab, recipe_rows(), case.seed)
+        embed_path = effective.module_path(base, base.get_input_embeddings())
+        head_path = effective.module_path(base, base.get_output_embeddings())
+        if case.workflow in ("adapter", "untie-first"):
+            base_dir = workspace.checkpoint(base_key, base)
+        run.put("base_logits", workspace.logits(base_key, base, ids))
+
+    if case.workflow == "untie-first":
+        with run.step("untie"):
+            # The documented workaround: load untied, then give lm_head its own copy of the embedding.
+            base = AutoModelForCausalLM.from_pretrained(base_dir, tie_word_embeddings=False, **load_kwargs)
+            head = base.get_output_embeddings()
+            head.weight = torch.nn.Parameter(base.get_input_embeddings().weight.detach().clone())
+            base.eval()
+            run.put("base_logits", logits(base, ids))
+
+    tied = family.expected_tied(family.flags_of(base.config))
+    base_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
+
+    with run.step("wrap"):
+        model = get_peft_model(base, recipe.peft_config())
+        model.eval()
+
+    with run.step("train"):
+        effective.fill_adapter(model, case.seed)
+        run.put("gap_init", effective.tie_gap(model, vocab))
+        effective.train_step(model, ids)
+        run.put("gap_trained", effective.tie_gap(model, vocab))
+        run.put("peft_logits", logits(model, ids))
+
+    with run.step("reference"):
+        found = effective.collect(model)
+        weights = effective.effective_weights(found, base_weights, recipe, embed_path, head_path, tied)
+        reference_key = (case.family, case.knobs, "reference", case.seed, str(dtype))
+        reference = workspace.shared(
+            reference_key, lambda: family.build(case.config, untied_flags(family), case.seed, dtype)
+        )
+        state = {**base_weights, **{k: v.to(dtype) for k, v in weights.items()}}
+        reference.load_state_dict(state, strict=True)
+        run.put("reference_logits", logits(reference, ids))
+
+    if case.workflow == "adapter":
+        with run.step("save-adapter"):
+            model.save_pretrained(folder / "adapter")
+        with run.step("load-adapter"):
+            fresh = AutoModelForCausalLM.from_pretrained(base_dir, **load_kwargs)
+            loaded = PeftModel.from_pretrained(fresh, folder / "adapter").eval()
+            run.put("adapter_logits", logits(loaded, ids))
+            run.put("gap_final", effective.tie_gap(loaded, vocab))
+        return
+
+    with run.step("merge"):
+        merged = model.merge_and_unload()
+        run.put("merged_logits", logits(merged, ids))
+        run.put("gap_merged", effective.tie_gap(merged, vocab))
+
+    with run.step("save"):
+        merged.save_pretrained(folder / "merged")
+        run.put("checkpoint_keys", _checkpoint_keys(folder / "merged"))
+        run.put("saved_flags", saved_flags(folder / "merged", family))
+
+    with run.step("reload"):
+        reloaded, info = AutoModelForCausalLM.from_pretrained(
+            folder / "merged", output_loading_info=True, **load_kwargs
+        )
+        reloaded.eval()
+        inp, out = reloaded.get_input_embeddings(), reloaded.get_output_embeddings()
+        run.put("reloaded_tied", inp.weight.data_ptr() == out.weight.data_ptr())
+        run.put("missing_keys", sorted(info.get("missing_keys", [])))
+        run.put("reloaded_logits", logits(reloaded, ids))
+        run.put("gap_final", effective.tie_gap(reloaded, vocab))
+
+
+def recipe_rows() -> list[int]:
+    from conformance import recipes
+
+    book = recipes.load()
+    return sorted(
+        {r for recipe in book.recipes.values() for rows in recipe.token_indices().values() for r in rows}
+    )
+
+
+def _checkpoint_keys(folder: Path) -> list[str]:
+    from safetensors import safe_open
+
+    keys: list[str] = []
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as handle:
+            keys.extend(handle.keys())
+    return sorted(keys)
+
+
+__all__ = ["EMBED", "CaseRun", "Workspace", "run_case"]

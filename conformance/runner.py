@@ -1,0 +1,222 @@
+"""The engine: plan cases from a selection, run each through its implementation, judge every check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance import cases, expectations, families, generators, implementations, oracles, outcomes
+from conformance import recipes as recipe_book
+from conformance.cases import WORKFLOWS, Case
+from conformance.errors import ConformanceError
+from conformance.expectations import Subject
+from conformance.flags import TieFlags, combinations
+from conformance.pipeline import CaseRun, Workspace
+from conformance.results import Record, attach, rounded
+from conformance.versions import installed
+
+
+@dataclass
+class Selection:
+    """What to run; empty lists mean everything."""
+
+    implementations: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+    recipes: list[str] = field(default_factory=list)
+    workflows: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    profile: str = "ci"
+    seed: int = 0
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.families or self.recipes or self.workflows or self.checks)
+
+
+def vocabulary() -> expectations.Vocabulary:
+    every_family = families.all_families()
+    flag_ids = sorted({f.id for nested in (True, False) for f in combinations(nested)})
+    return expectations.Vocabulary(
+        family=tuple(f.name for f in every_family),
+        flags=tuple(flag_ids),
+        recipe=tuple(recipe_book.load().recipes),
+        workflow=WORKFLOWS,
+        check=tuple(oracles.CHECKS),
+    )
+
+
+def validate(selection: Selection) -> None:
+    """Reject unknown names before anything runs (each raises one clear line)."""
+    implementations.selected(selection.implementations)
+    for name in selection.families:
+        families.get(name, "--family")
+    book = recipe_book.load()
+    for name in selection.recipes:
+        book.get(name, "--recipe")
+    for name in selection.workflows:
+        if name not in WORKFLOWS:
+            raise ConformanceError(f"--workflow: unknown workflow {name!r}; known: {', '.join(WORKFLOWS)}")
+    for name in selection.checks:
+        oracles.get(name, "--check")
+    if selection.profile not in generators.PROFILES:
+        raise ConformanceError(
+            f"--profile: unknown profile {selection.profile!r}; known: {', '.join(generators.PROFILES)}"
+        )
+
+
+def plan(selection: Selection) -> list[Case]:
+    """Every case of the selection, in a fixed order; unavailable families get their canonical config only."""
+    validate(selection)
+    book = recipe_book.load()
+    chosen_families = [families.get(n) for n in selection.families] or families.all_families()
+    chosen_recipes = selection.recipes or list(book.recipes)
+    planned: list[Case] = []
+    for impl in implementations.selected(selection.implementations):
+        for family in chosen_families:
+            configs = (
+                [(dict(family.canonical), selection.seed)]
+                if family.unavailable()
+                else generators.draw_configs(family, selection.profile, selection.seed)
+            )
+            for flags in family.flag_combinations():
+                for recipe in chosen_recipes:
+                    for workflow in selection.workflows or impl.workflows:
+                        if workflow not in impl.workflows:
+                            continue
+                        for knobs, seed in configs:
+                            planned.append(
+                                cases.make(impl.name, family, flags, recipe, workflow, knobs, seed)
+                            )
+    return planned
+
+
+@dataclass
+class Engine:
+    """Runs cases and turns them into records; one per run (it owns the temporary workspace)."""
+
+    selection: Selection = field(default_factory=Selection)
+    workspace: Workspace = field(default_factory=lambda: Workspace())
+    expectation_set: expectations.ExpectationSet | None = None
+
+    def __post_init__(self) -> None:
+        if self.expectation_set is None:
+            self.expectation_set = expectations.load(vocabulary())
+
+    def close(self) -> None:
+        self.workspace.close()
+
+    def records(self, case: Case) -> list[Record]:
+        """Run one case and judge every applicable check, with expectations attached."""
+        return self.expect(self.judge(case))
+
+    def expect(self, records: list[Record]) -> list[Record]:
+        for record in records:
+            subject = Subject(
+                record.implementation,
+                record.family,
+                _flag_id(record.flags),
+                record.recipe,
+                record.workflow,
+                record.check,
+                record.tied_base,
+                record.versions,
+            )
+            entry = self.expectation_set.match(subject) if record.outcome != outcomes.SKIPPED else None
+            attach(record, entry, expectations.verdict(record.outcome, entry))
+        return records
+
+    def judge(self, case: Case) -> list[Record]:
+        """Run one case and judge every applicable check (no expectations yet)."""
+        impl = implementations.get(case.implementation)
+        family = case.family_def()
+        recipe = recipe_book.load().get(case.recipe)
+        tolerances = oracles.tolerances()
+        dtype = tolerances.dtype(case.family)
+        skip = self._skip_reason(case, impl, family, recipe)
+        tied_base = family.expected_tied(case.flags)
+        context = oracles.CheckContext(family, case.workflow, tied_base, recipe.ensure_weight_tying)
+        checks = [
+            oracles.CHECKS[name]
+            for name in impl.checks
+            if case.workflow in oracles.CHECKS[name].workflows
+            and (not self.selection.checks or name in self.selection.checks)
+            and oracles.CHECKS[name].not_applicable(context) is None
+        ]
+        run = None if skip else impl.execute(case, recipe, dtype, self.workspace)
+        out = []
+        for check in checks:
+            record = self._record(case, check, tolerances.of(check.name, dtype), dtype, tied_base)
+            if skip:
+                record.outcome, record.detail = outcomes.SKIPPED, skip
+            else:
+                self._judge(record, check, run, record.tolerance, context)
+            out.append(record)
+        return out
+
+    def _skip_reason(self, case: Case, impl: Any, family: Any, recipe: Any) -> str | None:
+        reason = impl.unavailable() or family.unavailable() or impl.unsupported(family, case.flags)
+        if reason:
+            return reason
+        reason = recipe_book.load().skip_reason(recipe)
+        if reason:
+            return reason
+        if case.workflow == "untie-first" and not family.expected_tied(case.flags):
+            return "untie-first is the workaround for tied bases; this base is already untied"
+        return None
+
+    def _record(self, case: Case, check: Any, tol: float | None, dtype: Any, tied_base: bool) -> Record:
+        return Record(
+            case_id=case.case_id,
+            implementation=case.implementation,
+            family=case.family,
+            flags=case.flags.as_record(),
+            recipe=case.recipe,
+            workflow=case.workflow,
+            check=check.name,
+            outcome=outcomes.PASS,
+            verdict=expectations.OK,
+            expected=None,
+            expected_outcome=None,
+            max_abs_diff=None,
+            tolerance=tol,
+            warnings=[],
+            detail="",
+            step=None,
+            tied_base=tied_base,
+            config=case.config,
+            seed=case.seed,
+            dtype=str(dtype).removeprefix("torch."),
+            versions=dict(installed()),
+            repro=case.repro,
+        )
+
+    def _judge(self, record: Record, check: Any, run: CaseRun, tol: float | None, context: Any) -> None:
+        needs = check.needs(record.workflow)
+        missing = [n for n in needs if n not in run.artifacts]
+        if missing:
+            failure = run.failure
+            if failure is None:
+                record.outcome, record.detail = outcomes.CRASHED, f"suite error: no artifact {missing[0]}"
+                return
+            record.outcome, record.step = failure.outcome, failure.step
+            record.detail = self._clean(f"{failure.step}: {failure.message}")
+            record.warnings = [self._clean(w) for w in run.capture.tie_warnings(failure.index)]
+            return
+        horizon = max(run.made_in[n] for n in needs)
+        try:
+            measured = check.evaluate(run.artifacts, tol, context)
+        except Exception as exc:  # a bug in the oracle must show up, not stop the run
+            record.outcome, record.detail = outcomes.CRASHED, f"suite error in {check.name}: {exc!r}"
+            return
+        record.max_abs_diff = rounded(measured.max_abs_diff)
+        record.detail = measured.detail
+        record.warnings = [self._clean(w) for w in run.capture.tie_warnings(horizon)]
+        record.outcome = outcomes.PASS if measured.passed else outcomes.diverged(run.capture, horizon)
+
+    def _clean(self, text: str) -> str:
+        # Temporary paths would make two runs of the same seed differ.
+        return text.replace(str(self.workspace.root), "<tmp>")
+
+
+def _flag_id(flags: dict[str, bool | None]) -> str:
+    return TieFlags(flags["top"], flags["text"]).id
