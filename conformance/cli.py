@@ -29,14 +29,11 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_default_handler()
 
 
-def header(selection: Selection, out=sys.stdout) -> None:
+def header(selection: Selection) -> None:
     impls = ", ".join(i.name for i in implementations.selected(selection.implementations))
     pkgs = " ".join(f"{k}=={v}" for k, v in installed().items())
-    print(
-        f"conformance: implementations {impls} | profile {selection.profile} | seed {selection.seed}",
-        file=out,
-    )
-    print(f"conformance: {pkgs}", file=out)
+    print(f"conformance: implementations {impls} | profile {selection.profile} | seed {selection.seed}")
+    print(f"conformance: {pkgs}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -197,9 +198,13 @@ class Tolerances:
         return None if table is None else table[str(dtype).removeprefix("torch.")]
 
 
-@functools.cache
 def tolerances() -> Tolerances:
-    path = casefiles.cases_dir() / "tolerances.yaml"
+    """The tolerance table of cases/tolerances.yaml, parsed once per file."""
+    return _tolerances(casefiles.cases_dir() / "tolerances.yaml")
+
+
+@functools.cache
+def _tolerances(path: Path) -> Tolerances:
     top = casefiles.Fields(casefiles.load(path), str(path), {"dtype", "checks"})
     dtypes = top.get("dtype", dict)
     if "default" not in dtypes:

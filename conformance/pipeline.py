@@ -66,6 +66,7 @@ class Workspace:
     """
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="conformance-")))
+    reuse: bool = True  # False rebuilds everything per case (the benchmark measures both)
     _models: dict[tuple, torch.nn.Module] = field(default_factory=dict)
     _logits: dict[tuple, torch.Tensor] = field(default_factory=dict)
     _checkpoints: dict[tuple, Path] = field(default_factory=dict)
@@ -75,17 +76,23 @@ class Workspace:
 
     def model(self, key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         """A private copy of the model `build` makes; the deep copy keeps shared (tied) tensors shared."""
+        if not self.reuse:
+            return build()
         if key not in self._models:
             self._models[key] = build()
         return copy.deepcopy(self._models[key])
 
     def shared(self, key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         """One model reused as is by every case (callers overwrite all its weights before use)."""
+        if not self.reuse:
+            return build()
         if key not in self._models:
             self._models[key] = build()
         return self._models[key]
 
     def logits(self, key: tuple, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        if not self.reuse:
+            return logits(model, ids)
         if key not in self._logits:
             self._logits[key] = logits(model, ids)
         return self._logits[key]
@@ -188,6 +195,9 @@ def _pipeline(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Works
     base_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
 
     with run.step("wrap"):
+        # Adapter initialisation draws from the global RNG: seed it per case, so a case gives the same
+        # result whatever ran before it in this process.
+        torch.manual_seed(case.seed)
         model = get_peft_model(base, recipe.peft_config())
         model.eval()
 

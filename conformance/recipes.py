@@ -91,9 +91,13 @@ class RecipeBook:
         return None
 
 
-@functools.cache
 def load(path: Path | None = None) -> RecipeBook:
-    path = path or casefiles.cases_dir() / "recipes.yaml"
+    """The recipe book of cases/recipes.yaml (or `path`), parsed once per file."""
+    return _load(path or casefiles.cases_dir() / "recipes.yaml")
+
+
+@functools.cache
+def _load(path: Path) -> RecipeBook:
     top = casefiles.Fields(casefiles.load(path), str(path), {"defaults", "features", "recipes"})
     defaults = casefiles.Fields(top.get("defaults", dict, {}), top.at("defaults"), {"lora"})
     base_lora = defaults.get("lora", dict, {})

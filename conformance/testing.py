@@ -1,0 +1,116 @@
+"""The engine as pytest: cached case runs, parametrization over cells, and assertions with repro lines."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import warnings
+
+import pytest
+
+from conformance import families, implementations, outcomes
+from conformance.cases import Case
+from conformance.expectations import EXPECTED, OK, UNEXPECTED_PASS
+from conformance.results import Record
+from conformance.runner import Engine, Selection, plan
+
+FAMILIES_VAR = "CONFORMANCE_FAMILIES"
+
+
+@functools.cache
+def engine() -> Engine:
+    """One engine per test session: cases run once, whichever check asks first."""
+    made = Engine(Selection())
+    atexit.register(made.close)
+    return made
+
+
+_RECORDS: dict[str, list[Record]] = {}
+
+
+def records(case: Case) -> list[Record]:
+    if case.case_id not in _RECORDS:
+        _RECORDS[case.case_id] = engine().records(case)
+    return _RECORDS[case.case_id]
+
+
+def selected_families() -> list[str]:
+    """CONFORMANCE_FAMILIES (comma-separated) or every family."""
+    names = [n.strip() for n in os.environ.get(FAMILIES_VAR, "").split(",") if n.strip()]
+    return [families.get(n, FAMILIES_VAR).name for n in names] or [f.name for f in families.all_families()]
+
+
+@functools.cache
+def _canonical_cases() -> tuple[Case, ...]:
+    selection = Selection(
+        implementations=[i.name for i in implementations.selected(None)], families=selected_families()
+    )
+    # Canonical configs only: the parametrized tests are the fixed gate; hypothesis tests explore.
+    return tuple(
+        case
+        for case in plan(selection)
+        if case.config == families.get(case.family).canonical and case.seed == 0
+    )
+
+
+def applies(case: Case, check: str) -> bool:
+    """Whether `check` says anything about `case` (decided from names and flags, before running)."""
+    from conformance import oracles, recipes
+
+    found = oracles.get(check)
+    family = families.get(case.family)
+    recipe = recipes.load().get(case.recipe)
+    context = oracles.CheckContext(
+        family, case.workflow, family.expected_tied(case.flags), recipe.ensure_weight_tying
+    )
+    return case.workflow in found.workflows and found.not_applicable(context) is None
+
+
+def cells(check: str) -> list:
+    """pytest params (id = cell id) of every canonical case the check applies to."""
+    return [pytest.param(case, id=case.cell_id) for case in _canonical_cases() if applies(case, check)]
+
+
+def message(record: Record) -> str:
+    diff = (
+        ""
+        if record.max_abs_diff is None
+        else f" (max |Δ| {record.max_abs_diff:g}, tolerance {record.tolerance:g})"
+    )
+    lines = [f"{record.check} {record.outcome}{diff}: {record.detail}"]
+    if record.expected:
+        lines.append(f"expected {record.expected_outcome} by expectation {record.expected}")
+    lines += [f"warning: {w}" for w in record.warnings]
+    lines.append(f"repro: {record.repro}")
+    return "\n  ".join(lines)
+
+
+def verdict_problem(case: Case, check: str) -> str | None:
+    """For property tests: a failure message when the outcome is neither ok nor expected, else None."""
+    for record in records(case):
+        if record.check == check and record.verdict not in (OK, EXPECTED, UNEXPECTED_PASS):
+            return message(record)
+    return None
+
+
+def assert_check(case: Case, check: str) -> None:
+    """Pass, skip (reasoned), xfail (known, with its expectation), or fail with the numbers and a repro."""
+    found = [r for r in records(case) if r.check == check]
+    if not found:
+        pytest.skip(f"{check} does not apply to {case.cell_id}")
+    record = found[0]
+    if record.outcome == outcomes.SKIPPED:
+        pytest.skip(record.detail)
+    if record.verdict == EXPECTED:
+        pytest.xfail(f"{record.expected}: {record.outcome}")
+    if record.verdict == UNEXPECTED_PASS:
+        if os.environ.get("CONFORMANCE_STRICT"):
+            pytest.fail("unexpectedly passing; narrow or remove the expectation\n  " + message(record))
+        warnings.warn(
+            f"{case.cell_id}: {check} passes but {record.expected} expects {record.expected_outcome}",
+            stacklevel=2,
+        )
+        return
+    if record.verdict != OK:
+        pytest.fail(message(record), pytrace=False)

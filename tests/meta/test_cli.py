@@ -1,0 +1,125 @@
+"""The command line: one clear line for bad input, exit codes, the results file, determinism, repro."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance import casefiles
+from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED, main
+
+SMALL = ["run", "--family", "llama", "--recipe", "lora_attn", "--recipe", "lora_embed", "--jobs", "1"]
+FIELDS = {
+    "implementation", "versions", "family", "flags", "recipe", "workflow", "check", "outcome", "expected",
+    "max_abs_diff", "tolerance", "warnings", "case_id", "config", "seed", "repro", "verdict", "detail",
+}
+
+
+@pytest.fixture
+def cases_copy(tmp_path, monkeypatch):
+    """A private copy of cases/, selected through CONFORMANCE_CASES, to edit freely."""
+    folder = tmp_path / "cases"
+    shutil.copytree(casefiles.cases_dir(), folder)
+    monkeypatch.setenv("CONFORMANCE_CASES", str(folder))
+    return folder
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "--family", "falcon"], "--family: unknown family 'falcon'"),
+        (["run", "--recipe", "lora_everything"], "--recipe: unknown recipe 'lora_everything'"),
+        (["run", "--workflow", "export"], "--workflow: unknown workflow 'export'"),
+        (["run", "--impl", "vllm"], "unknown implementation 'vllm'"),
+        (["run", "--profile", "weekly"], "unknown profile 'weekly'"),
+        (["repro", "peft-llama-tT-lora_attn-merge"], "not a case id"),
+        (["repro", "peft-llama-tT-xF-lora_attn-merge@v128.s0"], "do not fit family llama"),
+        (["repro", "peft-llama-tT-lora_attn-merge@v128.z9.s0"], "bad config part 'z9'"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_exit_2(capsys, argv, words):
+    assert main(argv) == EXIT_BAD_INPUT
+    assert words in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("file", "edit", "words"),
+    [
+        ("recipes.yaml", ("on_tied_model: separate", "on_tied_model: maybe"), "on_tied_model"),
+        ("recipes.yaml", ("lora: {target_modules: [q_proj, v_proj]}", "lora: [q_proj]"), ".lora: expected dict"),
+        ("recipes.yaml", ("requires: [trainable-tokens]", "requires: [time-travel]"), "unknown feature 'time-travel'"),
+        ("recipes.yaml", ("\nrecipes:\n", "\nrecipes: [\n"), "line"),
+        ("tolerances.yaml", ("reference: {float32: 1.0e-4", "reference: {float32: tiny"), "checks.reference.float32"),
+        ("expectations/peft.yaml", ("workflow: merge", "workflow: mrege"), "unknown workflow 'mrege'"),
+    ],
+)
+def test_malformed_case_files_name_file_and_field(capsys, cases_copy, file, edit, words):
+    path = cases_copy / file
+    text = path.read_text()
+    assert edit[0] in text, f"fixture drifted: {edit[0]!r} not in {file}"
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    assert main([*SMALL, "--out", str(cases_copy.parent / "out")]) == EXIT_BAD_INPUT
+    err = _one_line_error(capsys)
+    assert file.split("/")[-1] in err and words in err, err
+
+
+def test_a_run_writes_records_and_exits_0_when_everything_is_explained(tmp_path, capsys):
+    assert main([*SMALL, "--out", str(tmp_path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "conformance: implementations peft" in out and "results:" in out and "0 unexpected" in out
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert records and all(FIELDS <= set(r) for r in records)
+    assert {r["outcome"] for r in records} >= {"pass", "diverged-warned"}  # lora_embed on a tied llama
+    warned = [r for r in records if r["outcome"] == "diverged-warned"]
+    assert all(r["expected"] and r["warnings"] and r["max_abs_diff"] > r["tolerance"] for r in warned)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["cases"] > 0 and meta["results"] == len(records)
+
+
+def test_an_unexplained_divergence_exits_1_and_is_listed_with_its_repro(tmp_path, capsys, cases_copy):
+    (cases_copy / "expectations" / "peft.yaml").write_text("expectations: []\n")
+    assert main([*SMALL, "--out", str(tmp_path)]) == EXIT_UNEXPECTED
+    out = capsys.readouterr().out
+    assert "UNEXPECTED (" in out and "python -m conformance repro 'peft-llama-tT-lora_embed-merge@" in out
+
+
+def test_an_unexpected_pass_fails_only_in_strict_mode(tmp_path, capsys, cases_copy):
+    path = cases_copy / "expectations" / "peft.yaml"
+    path.write_text(
+        path.read_text()
+        + "\n  - id: wrongly-expected\n    when: {recipe: lora_attn, check: reference}\n"
+        "    outcome: diverged-silent\n    class: bug\n    link: https://example.org/1\n    reason: test\n"
+    )
+    assert main([*SMALL, "--out", str(tmp_path)]) == EXIT_OK
+    assert "UNEXPECTEDLY PASSING" in capsys.readouterr().out
+    assert main([*SMALL, "--out", str(tmp_path), "--strict"]) == EXIT_UNEXPECTED
+
+
+def test_repro_reruns_one_case(capsys):
+    case_id = "peft-llama-tT-lora_embed-merge@v128.h32.i64.L2.H2.K1.s0"
+    assert main(["repro", case_id]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "merge-fidelity" in out and "diverged-warned" in out and "tied-lora-merge-writes-shared-matrix" in out
+
+
+def test_same_seed_same_results_file_in_one_process_or_two(tmp_path):
+    # Separate interpreters, as users run it; the second run forks two workers.
+    argv = [sys.executable, "-m", "conformance", *SMALL[:-2], "--recipe", "tokens_embed_head_diff", "--seed", "7"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    root = Path(__file__).resolve().parents[2]
+    for jobs, out in (("1", "a"), ("2", "b")):
+        done = subprocess.run([*argv, "--jobs", jobs, "--out", str(tmp_path / out)], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == EXIT_OK, done.stdout[-2000:] + done.stderr[-2000:]
+    first = (tmp_path / "a" / "results.jsonl").read_bytes()
+    assert first and first == (tmp_path / "b" / "results.jsonl").read_bytes()

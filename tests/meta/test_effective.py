@@ -1,0 +1,105 @@
+"""The suite's own effective-weight arithmetic, against hand computation and against PEFT's merge
+on untied models (where merging is uncontroversial)."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from conformance import effective, families
+from conformance.effective import AdapterTensors
+from conformance.flags import TieFlags
+from conformance.recipes import Recipe
+
+
+def _recipe(on_tied_model="separate", **lora):
+    return Recipe("r", "", {"r": 2, "lora_alpha": 4, **lora}, (), on_tied_model, False)
+
+
+def test_linear_lora_is_b_times_a_scaled():
+    base = torch.zeros(3, 2, dtype=torch.float64)
+    a = torch.tensor([[1.0, 2.0]], dtype=torch.float64)  # (r=1, in=2)
+    b = torch.tensor([[1.0], [0.0], [-1.0]], dtype=torch.float64)  # (out=3, r=1)
+    got = effective.own_weight(base, AdapterTensors({"lora_A": a, "lora_B": b}), scaling=2.0, rows=None)
+    assert torch.equal(got, torch.tensor([[2.0, 4.0], [0.0, 0.0], [-2.0, -4.0]], dtype=torch.float64))
+
+
+def test_embedding_lora_is_transposed():
+    base = torch.zeros(4, 2, dtype=torch.float64)  # (vocab, hidden)
+    a = torch.tensor([[1.0, 0.0, 0.0, 3.0]], dtype=torch.float64)  # (r, vocab)
+    b = torch.tensor([[1.0], [2.0]], dtype=torch.float64)  # (hidden, r)
+    got = effective.own_weight(
+        base, AdapterTensors({"lora_embedding_A": a, "lora_embedding_B": b}), 1.0, None
+    )
+    assert torch.equal(got[3], torch.tensor([3.0, 6.0], dtype=torch.float64))
+    assert torch.equal(got[1], torch.zeros(2, dtype=torch.float64))
+
+
+def test_trainable_tokens_replace_rows_and_copies_replace_all():
+    base = torch.ones(5, 2, dtype=torch.float64)
+    rows = torch.full((2, 2), 7.0, dtype=torch.float64)
+    got = effective.own_weight(base, AdapterTensors({}, tokens=rows), 1.0, rows=[1, 3])
+    assert got[:, 0].tolist() == [1.0, 7.0, 1.0, 7.0, 1.0]
+    copy = torch.full((5, 2), 9.0, dtype=torch.float64)
+    assert torch.equal(effective.own_weight(base, AdapterTensors({}, copy=copy), 1.0, None), copy)
+
+
+def test_shared_semantics_gives_both_layers_the_embedding_matrix():
+    base = {"e.weight": torch.zeros(4, 2), "h.weight": torch.zeros(4, 2)}
+    found = {
+        "e": AdapterTensors({}, copy=torch.ones(4, 2, dtype=torch.float64)),
+        "h": AdapterTensors({}, copy=torch.full((4, 2), 2.0, dtype=torch.float64)),
+    }
+    shared = effective.effective_weights(found, base, _recipe("shared"), "e", "h", tied=True)
+    assert torch.equal(shared["h.weight"], shared["e.weight"]) and shared["h.weight"][0, 0] == 1.0
+    separate = effective.effective_weights(found, base, _recipe("separate"), "e", "h", tied=True)
+    assert separate["h.weight"][0, 0] == 2.0
+    untied = effective.effective_weights(found, base, _recipe("shared"), "e", "h", tied=False)
+    assert untied["h.weight"][0, 0] == 2.0, "an untied model never shares, whatever the recipe says"
+
+
+@pytest.mark.parametrize(
+    "targets", [["embed_tokens", "lm_head", "q_proj"], ["embed_tokens"], ["lm_head", "v_proj"]]
+)
+def test_effective_weights_equal_peft_merge_on_an_untied_model(targets):
+    family = families.get("llama")
+    base = family.build(family.canonical, TieFlags(False), seed=1, dtype=torch.float64)
+    base_weights = {k: v.clone() for k, v in base.state_dict().items()}
+    recipe = _recipe(target_modules=targets)
+    model = get_peft_model(base, recipe.peft_config())
+    effective.fill_adapter(model, seed=1)
+    found = effective.collect(model)
+    assert set(found) >= {p for p in ("model.embed_tokens", "lm_head") if p.split(".")[-1] in targets}
+    ours = effective.effective_weights(
+        found, base_weights, recipe, "model.embed_tokens", "lm_head", tied=False
+    )
+    merged = model.merge_and_unload().state_dict()
+    for key, weight in ours.items():
+        assert torch.allclose(weight, merged[key], atol=1e-12), key
+
+
+def test_fill_adapter_is_deterministic_and_non_zero():
+    family = families.get("llama")
+
+    def filled():
+        model = get_peft_model(
+            family.build(family.canonical, TieFlags(False), 0, torch.float32),
+            LoraConfig(target_modules=["q_proj"], r=2),
+        )
+        assert effective.fill_adapter(model, seed=5) == 2 * family.canonical["num_hidden_layers"]
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    first, second = filled(), filled()
+    assert first.keys() == second.keys()
+    for name, value in first.items():
+        assert torch.equal(value, second[name])
+        assert value.abs().sum() > 0, f"{name} stayed zero: checks would pass vacuously"
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma"])
+def test_probe_sees_a_tie_and_its_absence(name):
+    family = families.get(name)
+    vocab = family.canonical["vocab_size"]
+    tied = family.build(family.canonical, TieFlags(True), 0, torch.float32)
+    assert effective.tie_gap(tied, vocab) < 1e-6  # Gemma scales rows by sqrt(hidden): divided back out
+    untied = family.build(family.canonical, TieFlags(False), 0, torch.float32)
+    assert effective.tie_gap(untied, vocab) > 1e-3

@@ -1,0 +1,90 @@
+"""Generated configs are valid for their architecture, and ids round-trip."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conformance import cases, families, generators
+from conformance.flags import TieFlags, combinations
+
+RUNNABLE = [f for f in families.all_families() if f.unavailable() is None]
+
+
+@pytest.mark.parametrize("family", RUNNABLE, ids=lambda f: f.name)
+@settings(max_examples=8)
+@given(data=st.data())
+def test_generated_config_builds_and_runs(family, data):
+    knobs = data.draw(generators.knobs_for(family), label="config")
+    flags = data.draw(st.sampled_from(family.flag_combinations()), label="flags")
+    model = family.build(knobs, flags, seed=0, dtype=torch.float32)
+    text = model.config.get_text_config()
+    assert text.num_attention_heads % text.num_key_value_heads == 0
+    if family.name.startswith("gemma4"):
+        assert text.layer_types[-1] == "full_attention", "Gemma4 needs its last layer on full attention"
+        if "num_experts" in knobs:
+            assert 1 <= text.top_k_experts <= text.num_experts
+    ids = torch.randint(0, text.vocab_size, (1, 6))
+    with torch.no_grad():
+        out = model(input_ids=ids).logits
+    assert out.shape == (1, 6, text.vocab_size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("family", RUNNABLE, ids=lambda f: f.name)
+def test_built_model_is_tied_exactly_when_the_hf_rule_says(family):
+    for flags in family.flag_combinations():
+        model = family.build(family.canonical, flags, seed=0, dtype=torch.float32)
+        tied = model.get_input_embeddings().weight is model.get_output_embeddings().weight
+        assert tied == family.expected_tied(flags), f"{family.name} {flags.id}: built tied={tied}"
+
+
+def test_nested_rule_follows_the_installed_transformers():
+    gemma4 = families.get("gemma4")
+    mixed = TieFlags(top=False, text=True)
+    assert gemma4.expected_tied(mixed, {"transformers": "5.23.0"}) is False  # 5.x: top-level flag rules
+    assert gemma4.expected_tied(mixed, {"transformers": "4.57.1"}) is True  # 4.49-4.57: text config rules
+
+
+def test_family_missing_from_an_old_transformers_says_why():
+    reason = families.get("gemma4").unavailable({"transformers": "4.57.1"})
+    assert reason is not None and "transformers>=5.5" in reason and "4.57.1" in reason
+
+
+@pytest.mark.parametrize("family", families.all_families(), ids=lambda f: f.name)
+@given(data=st.data())
+def test_config_token_round_trips(family, data):
+    knobs = data.draw(generators.knobs_for(family), label="config")
+    assert family.parse_token(family.token(knobs)) == knobs
+
+
+@given(
+    family=st.sampled_from(families.all_families()),
+    recipe=st.sampled_from(["lora_attn", "tokens_embed_head_diff_ewt", "mts_embed_head"]),
+    workflow=st.sampled_from(cases.WORKFLOWS),
+    seed=generators.seeds(),
+    data=st.data(),
+)
+def test_case_id_round_trips(family, recipe, workflow, seed, data):
+    flags = data.draw(st.sampled_from(family.flag_combinations()))
+    knobs = data.draw(generators.knobs_for(family))
+    case = cases.make("peft", family, flags, recipe, workflow, knobs, seed)
+    parsed = cases.parse(
+        case.case_id, ["peft"], ["lora_attn", "tokens_embed_head_diff_ewt", "mts_embed_head"]
+    )
+    assert parsed == case
+
+
+def test_flag_ids():
+    assert [f.id for f in combinations(nested=True)] == ["tT-xT", "tT-xF", "tF-xT", "tF-xF"]
+    assert [f.id for f in combinations(nested=False)] == ["tT", "tF"]
+    assert TieFlags.parse("tF-xT") == TieFlags(False, True)
+
+
+def test_canonical_config_comes_first_and_ci_draws_are_deterministic():
+    family = families.get("llama")
+    first = generators.draw_configs(family, "ci", run_seed=3)
+    again = generators.draw_configs(family, "ci", run_seed=3)
+    assert first == again
+    assert first[0] == (family.canonical, 3)
+    assert len(first) == 1 + generators.CONFIGS_PER_FAMILY["ci"]
