@@ -23,11 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from conformance import cli, effective, families, recipes  # noqa: E402
-from conformance.pipeline import Workspace, inputs, logits, recipe_rows, untied_flags  # noqa: E402
-from conformance.runner import Engine, Selection, plan  # noqa: E402
+from conformance import cli, effective, families, recipes
+from conformance.pipeline import Workspace, inputs, logits, recipe_rows, untied_flags
+from conformance.runner import Engine, Selection, plan
 
 
 def bare_case(case, dtype: torch.dtype, folder: Path) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 from conformance import cases, execution, expectations, families, generators, implementations, results
 from conformance import recipes as recipe_book
 from conformance.errors import ConformanceError
-from conformance.runner import Engine, Selection, plan
+from conformance.runner import Engine, Selection, expect, plan, vocabulary
 from conformance.versions import installed
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
@@ -43,17 +43,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     planned = plan(selection)
     header(selection)
     _quiet_libraries()
-    engine = Engine(selection)
+    # Loaded before any case runs, so a malformed expectation file stops the run at once.
+    known = expectations.load(vocabulary())
     records: list[results.Record] = []
     started = time.perf_counter()
-    try:
-        for case_records in execution.judge_all(planned, selection, args.jobs):
-            records.extend(engine.expect(case_records))
-    finally:
-        engine.close()
+    for case_records in execution.judge_all(planned, selection, args.jobs):
+        records.extend(expect(case_records, known))
     elapsed = time.perf_counter() - started
     impls = {i.name for i in implementations.selected(selection.implementations)}
-    unused = [] if selection.filtered else engine.expectation_set.unused(impls)
+    unused = [] if selection.filtered else known.unused(impls, installed())
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv[1:],

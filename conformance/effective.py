@@ -120,23 +120,28 @@ def effective_weights(
 ) -> dict[str, torch.Tensor]:
     """Effective weights (float64) by state-dict key, for every module an adapter wraps plus both tied layers.
 
-    On a tied model whose recipe is documented as `shared`, both layers take one matrix: the embedding's
-    own if it has adapter tensors, else the head's.
+    This encodes PEFT's documented rules, not what the library did: a tied layer the recipe does not
+    touch keeps its base matrix even if adapter tensors appear on it; on a tied model whose recipe is
+    documented as `shared`, both layers take one matrix, the embedding's own if the recipe touches the
+    embedding, else the head's.
     """
     rows = recipe.token_indices()
+    layers = {embed_path: EMBED, head_path: HEAD}
+    shared = tied and recipe.on_tied_model == "shared"
     out: dict[str, torch.Tensor] = {}
     for path, tensors in found.items():
-        layer = path.split(".")[-1]
-        layer_rows = rows.get(layer)
+        layer = layers.get(path)
+        if layer is not None and layer not in recipe.touches:
+            continue  # untouched: the base matrix, or (shared) the other layer's, decided below
+        layer_rows = rows.get(path.split(".")[-1])
         if tensors.tokens is not None and layer_rows is None:
-            continue  # a layer sharing another's trainable tokens: decided below
+            continue  # trainable tokens without rows of their own: only a shared tie explains them
         out[f"{path}.weight"] = own_weight(base[f"{path}.weight"], tensors, recipe.scaling, layer_rows)
     embed_key, head_key = f"{embed_path}.weight", f"{head_path}.weight"
     embed = out.get(embed_key, base[embed_key].to(torch.float64))
     head = out.get(head_key, base[head_key].to(torch.float64))
-    if tied and recipe.on_tied_model == "shared":
-        source = embed if embed_key in out else head
-        embed = head = source
+    if shared:
+        embed = head = embed if embed_key in out else head
     out[embed_key], out[head_key] = embed, head
     return out
 

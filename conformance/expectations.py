@@ -61,8 +61,11 @@ class Expectation:
             value = getattr(subject, name)
             if not any(fnmatch.fnmatchcase(value, glob) for glob in globs):
                 return False
+        return self.versions_match(subject.versions)
+
+    def versions_match(self, installed: dict[str, str]) -> bool:
         return all(
-            versions.satisfies(pkg, versions.parse_spec(spec, self.source), subject.versions)
+            versions.satisfies(pkg, versions.parse_spec(spec, self.source), installed)
             for pkg, spec in self.version_specs.items()
         )
 
@@ -155,8 +158,13 @@ class ExpectationSet:
                 return entry
         return None
 
-    def unused(self, implementations: set[str]) -> list[Expectation]:
-        return [e for e in self.entries if e.implementation in implementations and e.id not in self.used]
+    def unused(self, implementations: set[str], installed: dict[str, str]) -> list[Expectation]:
+        """Entries in scope for this run (implementation selected, versions matching) that matched nothing."""
+        return [
+            e
+            for e in self.entries
+            if e.implementation in implementations and e.id not in self.used and e.versions_match(installed)
+        ]
 
 
 @functools.cache

@@ -27,7 +27,7 @@ class CheckContext:
 
     family: Any  # conformance.families.Family
     workflow: str
-    tied_base: bool  # HF rule on the base config
+    tied: bool  # the HF rule on the config of the model the adapter wraps
     ensure_weight_tying: bool
 
 
@@ -111,7 +111,7 @@ def _tie_preserved(art: dict[str, Any], tol: float | None, ctx: CheckContext) ->
 def _only_ewt_on_tied(ctx: CheckContext) -> str | None:
     if not ctx.ensure_weight_tying:
         return "applies only where ensure_weight_tying was asked for"
-    if not ctx.tied_base:
+    if not ctx.tied:
         return "applies only to models tied under the HF rule"
     return None
 

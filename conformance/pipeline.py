@@ -22,7 +22,7 @@ from conformance import effective, outcomes, versions
 from conformance.cases import Case
 from conformance.families import Family
 from conformance.flags import TieFlags
-from conformance.recipes import EMBED, Recipe
+from conformance.recipes import Recipe
 
 
 class _Stop(Exception):
@@ -268,6 +268,3 @@ def _checkpoint_keys(folder: Path) -> list[str]:
         with safe_open(str(path), "pt") as handle:
             keys.extend(handle.keys())
     return sorted(keys)
-
-
-__all__ = ["EMBED", "CaseRun", "Workspace", "run_case"]

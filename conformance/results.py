@@ -34,7 +34,7 @@ class Record:
     warnings: list[str]
     detail: str
     step: str | None  # the pipeline step that failed, if one did
-    tied_base: bool
+    tied: bool  # the model the adapter wraps is tied under the HF rule (untie-first: never)
     config: dict[str, int]
     seed: int
     dtype: str

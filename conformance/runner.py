@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,20 +111,7 @@ class Engine:
         return self.expect(self.judge(case))
 
     def expect(self, records: list[Record]) -> list[Record]:
-        for record in records:
-            subject = Subject(
-                record.implementation,
-                record.family,
-                _flag_id(record.flags),
-                record.recipe,
-                record.workflow,
-                record.check,
-                record.tied_base,
-                record.versions,
-            )
-            entry = self.expectation_set.match(subject) if record.outcome != outcomes.SKIPPED else None
-            attach(record, entry, expectations.verdict(record.outcome, entry))
-        return records
+        return expect(records, self.expectation_set)
 
     def judge(self, case: Case) -> list[Record]:
         """Run one case and judge every applicable check (no expectations yet)."""
@@ -133,19 +121,16 @@ class Engine:
         tolerances = oracles.tolerances()
         dtype = tolerances.dtype(case.family)
         skip = self._skip_reason(case, impl, family, recipe)
-        tied_base = family.expected_tied(case.flags)
-        context = oracles.CheckContext(family, case.workflow, tied_base, recipe.ensure_weight_tying)
+        context = check_context(case)
         checks = [
-            oracles.CHECKS[name]
-            for name in impl.checks
-            if case.workflow in oracles.CHECKS[name].workflows
-            and (not self.selection.checks or name in self.selection.checks)
-            and oracles.CHECKS[name].not_applicable(context) is None
+            check
+            for check in applicable_checks(case)
+            if not self.selection.checks or check.name in self.selection.checks
         ]
         run = None if skip else impl.execute(case, recipe, dtype, self.workspace)
         out = []
         for check in checks:
-            record = self._record(case, check, tolerances.of(check.name, dtype), dtype, tied_base)
+            record = self._record(case, check, tolerances.of(check.name, dtype), dtype, context.tied)
             if skip:
                 record.outcome, record.detail = outcomes.SKIPPED, skip
             else:
@@ -164,7 +149,7 @@ class Engine:
             return "untie-first is the workaround for tied bases; this base is already untied"
         return None
 
-    def _record(self, case: Case, check: Any, tol: float | None, dtype: Any, tied_base: bool) -> Record:
+    def _record(self, case: Case, check: Any, tol: float | None, dtype: Any, tied: bool) -> Record:
         return Record(
             case_id=case.case_id,
             implementation=case.implementation,
@@ -182,7 +167,7 @@ class Engine:
             warnings=[],
             detail="",
             step=None,
-            tied_base=tied_base,
+            tied=tied,
             config=case.config,
             seed=case.seed,
             dtype=str(dtype).removeprefix("torch."),
@@ -215,7 +200,48 @@ class Engine:
 
     def _clean(self, text: str) -> str:
         # Temporary paths would make two runs of the same seed differ.
-        return text.replace(str(self.workspace.root), "<tmp>")
+        return re.sub(re.escape(str(self.workspace.root)) + r"[^\s'\"]*", "<tmp>", text)
+
+
+def check_context(case: Case) -> oracles.CheckContext:
+    """What the checks may know about a case before it runs."""
+    family = case.family_def()
+    # untie-first unties the base before the adapter sees it.
+    tied = family.expected_tied(case.flags) and case.workflow != "untie-first"
+    return oracles.CheckContext(
+        family, case.workflow, tied, recipe_book.load().get(case.recipe).ensure_weight_tying
+    )
+
+
+def applicable_checks(case: Case) -> list[oracles.Check]:
+    """The implementation's checks that say something about this case's workflow, recipe and tie."""
+    context = check_context(case)
+    return [
+        oracles.CHECKS[name]
+        for name in implementations.get(case.implementation).checks
+        if case.workflow in oracles.CHECKS[name].workflows
+        and oracles.CHECKS[name].not_applicable(context) is None
+    ]
+
+
+def expect(records: list[Record], expectation_set: expectations.ExpectationSet) -> list[Record]:
+    """Attach the matching expectation and the verdict to each record (skips never match one)."""
+    for record in records:
+        entry = None
+        if record.outcome != outcomes.SKIPPED:
+            subject = Subject(
+                record.implementation,
+                record.family,
+                _flag_id(record.flags),
+                record.recipe,
+                record.workflow,
+                record.check,
+                record.tied,
+                record.versions,
+            )
+            entry = expectation_set.match(subject)
+        attach(record, entry, expectations.verdict(record.outcome, entry))
+    return records
 
 
 def _flag_id(flags: dict[str, bool | None]) -> str:

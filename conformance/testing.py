@@ -13,7 +13,7 @@ from conformance import families, implementations, outcomes
 from conformance.cases import Case
 from conformance.expectations import EXPECTED, OK, UNEXPECTED_PASS
 from conformance.results import Record
-from conformance.runner import Engine, Selection, plan
+from conformance.runner import Engine, Selection, applicable_checks, plan
 
 FAMILIES_VAR = "CONFORMANCE_FAMILIES"
 
@@ -56,15 +56,7 @@ def _canonical_cases() -> tuple[Case, ...]:
 
 def applies(case: Case, check: str) -> bool:
     """Whether `check` says anything about `case` (decided from names and flags, before running)."""
-    from conformance import oracles, recipes
-
-    found = oracles.get(check)
-    family = families.get(case.family)
-    recipe = recipes.load().get(case.recipe)
-    context = oracles.CheckContext(
-        family, case.workflow, family.expected_tied(case.flags), recipe.ensure_weight_tying
-    )
-    return case.workflow in found.workflows and found.not_applicable(context) is None
+    return any(found.name == check for found in applicable_checks(case))
 
 
 def cells(check: str) -> list:

@@ -43,18 +43,37 @@ def test_trainable_tokens_replace_rows_and_copies_replace_all():
     assert torch.equal(effective.own_weight(base, AdapterTensors({}, copy=copy), 1.0, None), copy)
 
 
-def test_shared_semantics_gives_both_layers_the_embedding_matrix():
-    base = {"e.weight": torch.zeros(4, 2), "h.weight": torch.zeros(4, 2)}
-    found = {
-        "e": AdapterTensors({}, copy=torch.ones(4, 2, dtype=torch.float64)),
-        "h": AdapterTensors({}, copy=torch.full((4, 2), 2.0, dtype=torch.float64)),
+def _copies(embed: float, head: float) -> dict:
+    return {
+        "model.embed_tokens": AdapterTensors({}, copy=torch.full((4, 2), embed, dtype=torch.float64)),
+        "lm_head": AdapterTensors({}, copy=torch.full((4, 2), head, dtype=torch.float64)),
     }
-    shared = effective.effective_weights(found, base, _recipe("shared"), "e", "h", tied=True)
-    assert torch.equal(shared["h.weight"], shared["e.weight"]) and shared["h.weight"][0, 0] == 1.0
-    separate = effective.effective_weights(found, base, _recipe("separate"), "e", "h", tied=True)
-    assert separate["h.weight"][0, 0] == 2.0
-    untied = effective.effective_weights(found, base, _recipe("shared"), "e", "h", tied=False)
-    assert untied["h.weight"][0, 0] == 2.0, "an untied model never shares, whatever the recipe says"
+
+
+def _weights(recipe: Recipe, found: dict, tied: bool) -> dict:
+    base = {"model.embed_tokens.weight": torch.zeros(4, 2), "lm_head.weight": torch.zeros(4, 2)}
+    out = effective.effective_weights(found, base, recipe, "model.embed_tokens", "lm_head", tied=tied)
+    return {key: float(value[0, 0]) for key, value in out.items()}
+
+
+def test_shared_semantics_gives_both_layers_the_embedding_matrix():
+    both = {"modules_to_save": ["embed_tokens", "lm_head"]}
+    shared = _weights(_recipe("shared", **both), _copies(1.0, 2.0), tied=True)
+    assert shared == {"model.embed_tokens.weight": 1.0, "lm_head.weight": 1.0}
+    separate = _weights(_recipe("separate", **both), _copies(1.0, 2.0), tied=True)
+    assert separate["lm_head.weight"] == 2.0
+    untied = _weights(_recipe("shared", **both), _copies(1.0, 2.0), tied=False)
+    assert untied["lm_head.weight"] == 2.0, "an untied model never shares, whatever the recipe says"
+
+
+def test_a_layer_the_recipe_does_not_touch_keeps_its_base_matrix():
+    # PEFT 0.19.1 wrapped lm_head of an *untied* model when asked to tie embed_tokens: the spec says no.
+    recipe = _recipe("shared", modules_to_save=["embed_tokens"])
+    assert _weights(recipe, _copies(1.0, 1.0), tied=False) == {
+        "model.embed_tokens.weight": 1.0,
+        "lm_head.weight": 0.0,
+    }
+    assert _weights(recipe, _copies(1.0, 3.0), tied=True)["lm_head.weight"] == 1.0, "tied: the head follows"
 
 
 @pytest.mark.parametrize(

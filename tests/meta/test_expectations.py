@@ -69,7 +69,8 @@ def test_first_matching_entry_wins_and_usage_is_tracked(tmp_path):
     entries = _load(tmp_path, ENTRY + ENTRY.split("expectations:")[1].replace("id: e1", "id: e2"))
     found = expectations.ExpectationSet(entries)
     assert found.match(_subject()).id == "e1"
-    assert [e.id for e in found.unused({"peft"})] == ["e2"]
+    assert [e.id for e in found.unused({"peft"}, {"peft": "0.21.2"})] == ["e2"]
+    assert found.unused({"peft"}, {"peft": "0.18.1"}) == [], "out of its version range: not stale"
 
 
 @pytest.mark.parametrize(
