@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from conformance.families import Family, Knobs
 
 PROFILES = ("dev", "ci", "nightly")
-# Generated configs per family that `conformance run` adds to the canonical one.
-CONFIGS_PER_FAMILY = {"dev": 2, "ci": 1, "nightly": 8}
+# Generated configs per family that `conformance run` adds to the canonical one. The `ci` gate runs the
+# canonical configs only, to stay within a minute on two cores; `tox -e tests` still runs the
+# derandomized hypothesis property tests over generated configs.
+CONFIGS_PER_FAMILY = {"dev": 1, "ci": 0, "nightly": 8}
 
 settings.register_profile("dev", max_examples=5, deadline=None)
 # Derandomized and without a database: the gate gives the same cases on every machine.

@@ -81,10 +81,11 @@ def test_flag_ids():
     assert TieFlags.parse("tF-xT") == TieFlags(False, True)
 
 
-def test_canonical_config_comes_first_and_ci_draws_are_deterministic():
+def test_canonical_config_comes_first_and_seeded_draws_repeat():
     family = families.get("llama")
-    first = generators.draw_configs(family, "ci", run_seed=3)
-    again = generators.draw_configs(family, "ci", run_seed=3)
-    assert first == again
+    assert generators.draw_configs(family, "ci", run_seed=3) == [(family.canonical, 3)]
+    first = generators.draw_configs(family, "nightly", run_seed=3)
+    assert first == generators.draw_configs(family, "nightly", run_seed=3)
     assert first[0] == (family.canonical, 3)
-    assert len(first) == 1 + generators.CONFIGS_PER_FAMILY["ci"]
+    assert len(first) == 1 + generators.CONFIGS_PER_FAMILY["nightly"]
+    assert first != generators.draw_configs(family, "nightly", run_seed=4)
