@@ -96,7 +96,7 @@ class Engine:
     """Runs cases and turns them into records; one per run (it owns the temporary workspace)."""
 
     selection: Selection = field(default_factory=Selection)
-    workspace: Workspace = field(default_factory=lambda: Workspace())
+    workspace: Workspace = field(default_factory=Workspace)
     expectation_set: expectations.ExpectationSet | None = None
 
     def __post_init__(self) -> None:

@@ -15,6 +15,32 @@ from conformance.flags import TieFlags, combinations
 
 Knobs = dict[str, int]
 _TOKEN_PART = re.compile(r"([A-Za-z]+)(\d+)")
+# The tiny attention stack every family starts from (REFERENCE: vocab 128, hidden 32, 2 layers).
+TINY_ATTENTION: Knobs = {
+    "vocab_size": 128,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+}
+# One short code per knob, shared by every family so a code means the same thing in every case id;
+# the seed's "s" is reserved by cases.py.
+CODES = {
+    "vocab_size": "v",
+    "hidden_size": "h",
+    "intermediate_size": "i",
+    "num_hidden_layers": "L",
+    "num_attention_heads": "H",
+    "num_key_value_heads": "K",
+    "head_dim": "d",
+    "global_head_dim": "g",
+    "sliding_window": "w",
+    "full_every": "f",
+    "num_experts": "E",
+    "top_k_experts": "k",
+    "moe_intermediate_size": "m",
+}
 
 
 @dataclass(frozen=True)
@@ -25,13 +51,16 @@ class Family:
     model_class: str  # attribute of the `transformers` module
     nested: bool  # top-level config with a `text_config` carrying its own tie flag
     requires: str  # transformers versions the family exists in
-    knob_codes: dict[str, str]  # knob name -> short code used in case ids
-    canonical: Knobs  # the known-good tiny config, always run first
+    canonical: Knobs  # the known-good tiny config, always run first; its keys name every knob, in id order
     config_kwargs: Callable[[Knobs, TieFlags], Any] = field(repr=False)
     # Which flag rules the tie for the installed transformers: list of (version range, "top" | "text").
     tie_flag_by_version: tuple[tuple[str, str], ...] = ((">=0", "top"),)
     # Extra from_pretrained kwargs every load of this family needs (runtime choices config.json omits).
     load_kwargs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def knob_codes(self) -> dict[str, str]:
+        return {name: CODES[name] for name in self.canonical}
 
     def unavailable(self, installed: dict[str, str] | None = None) -> str | None:
         """Why this family cannot run here, or None."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from conformance.families import Family, Knobs
+from conformance.families import TINY_ATTENTION, Family, Knobs
 from conformance.flags import TieFlags
 
 _MOE_KNOBS = ("num_experts", "top_k_experts", "moe_intermediate_size")
@@ -51,30 +51,7 @@ def _config(knobs: Knobs, flags: TieFlags, **runtime: str) -> Any:
     )
 
 
-_DENSE_CODES = {
-    "vocab_size": "v",
-    "hidden_size": "h",
-    "intermediate_size": "i",
-    "num_hidden_layers": "L",
-    "num_attention_heads": "H",
-    "num_key_value_heads": "K",
-    "head_dim": "d",
-    "global_head_dim": "g",
-    "sliding_window": "w",
-    "full_every": "f",
-}
-_DENSE = {
-    "vocab_size": 128,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "head_dim": 16,
-    "global_head_dim": 16,
-    "sliding_window": 8,
-    "full_every": 2,
-}
+_DENSE = {**TINY_ATTENTION, "head_dim": 16, "global_head_dim": 16, "sliding_window": 8, "full_every": 2}
 # transformers 5.x ties Gemma4ForConditionalGeneration on the top-level flag only (the text flag is
 # ignored); the family does not exist before 5.5, so no older rule applies.
 _RULE = ((">=5.0", "top"), ("<5.0", "text"))
@@ -88,7 +65,6 @@ FAMILIES = [
         model_class="Gemma4ForConditionalGeneration",
         nested=True,
         requires=">=5.5",
-        knob_codes=_DENSE_CODES,
         canonical=_DENSE,
         config_kwargs=_config,
         tie_flag_by_version=_RULE,
@@ -98,7 +74,6 @@ FAMILIES = [
         model_class="Gemma4ForConditionalGeneration",
         nested=True,
         requires=">=5.5",
-        knob_codes={**_DENSE_CODES, "num_experts": "E", "top_k_experts": "k", "moe_intermediate_size": "m"},
         canonical={**_DENSE, "num_experts": 4, "top_k_experts": 2, "moe_intermediate_size": 32},
         config_kwargs=functools.partial(_config, **_EAGER_EXPERTS),
         load_kwargs=_EAGER_EXPERTS,

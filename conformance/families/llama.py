@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.families import Family, Knobs
+from conformance.families import TINY_ATTENTION, Family, Knobs
 from conformance.flags import TieFlags
 
 
@@ -21,22 +21,7 @@ FAMILIES = [
         model_class="LlamaForCausalLM",
         nested=False,
         requires=">=4.55",
-        knob_codes={
-            "vocab_size": "v",
-            "hidden_size": "h",
-            "intermediate_size": "i",
-            "num_hidden_layers": "L",
-            "num_attention_heads": "H",
-            "num_key_value_heads": "K",
-        },
-        canonical={
-            "vocab_size": 128,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-        },
+        canonical=dict(TINY_ATTENTION),
         config_kwargs=_config,
     )
 ]

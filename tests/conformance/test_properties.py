@@ -59,6 +59,7 @@ def _property(check: str):
         problem = verdict_problem(case, check)
         assert problem is None, problem
 
+    test.__name__ = test.__qualname__ = f"test_{check.replace('-', '_')}_holds"
     return test
 
 
