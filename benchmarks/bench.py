@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from conformance import cli, effective, families, recipes
-from conformance.pipeline import Workspace, inputs, logits, recipe_rows, untied_flags
+from conformance.pipeline import Workspace, inputs, logits, untied_flags
 from conformance.runner import Engine, Selection, plan
 
 
@@ -39,7 +39,7 @@ def bare_case(case, dtype: torch.dtype, folder: Path) -> float:
     family, recipe = families.get(case.family), recipes.load().get(case.recipe)
     base = family.build(case.config, case.flags, case.seed, dtype)
     vocab = base.config.get_text_config().vocab_size
-    ids = inputs(vocab, recipe_rows(), case.seed)
+    ids = inputs(vocab, case.seed)
     embed = effective.module_path(base, base.get_input_embeddings())
     head = effective.module_path(base, base.get_output_embeddings())
     base_logits = logits(base, ids)

@@ -15,7 +15,8 @@ from conformance.errors import ConformanceError
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
 
-WORKFLOWS = ("merge", "adapter", "untie-first")
+# Every workflow any implementation runs (each implementation declares its own subset).
+WORKFLOWS = ("merge", "adapter", "untie-first", "native", "lora-merge")
 _SEED = re.compile(r"(.*)\.s(\d+)")
 
 

@@ -50,8 +50,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for case_records in execution.judge_all(planned, selection, args.jobs):
         records.extend(expect(case_records, known))
     elapsed = time.perf_counter() - started
-    impls = {i.name for i in implementations.selected(selection.implementations)}
-    unused = [] if selection.filtered else known.unused(impls, installed())
+    chosen = implementations.selected(selection.implementations)
+    impls = {i.name for i in chosen}
+    # Entries of an implementation that is not installed here say nothing about this run.
+    present = {i.name for i in chosen if i.unavailable() is None}
+    unused = [] if selection.filtered else known.unused(present, installed())
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv[1:],
@@ -100,7 +103,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for recipe in book.recipes.values():
         reason = book.skip_reason(recipe)
         print(f"  {recipe.name:<28} {'skipped: ' + reason if reason else recipe.about}")
-    print("implementations:", ", ".join(implementations.REGISTRY))
+    print("implementations:")
+    for impl in implementations.REGISTRY.values():
+        reason = impl.unavailable()
+        print(f"  {impl.name:<16} {'unavailable: ' + reason if reason else impl.about}")
     print("workflows:", ", ".join(cases.WORKFLOWS))
     return EXIT_OK
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -45,11 +46,16 @@ def fill_adapter(model: torch.nn.Module, seed: int) -> int:
     return count
 
 
+def output_logits(output: Any) -> torch.Tensor:
+    """Logits from a forward's output: an HF output object, or a bare tensor (nemo-automodel 0.4 Gemma4)."""
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
 def train_step(model: torch.nn.Module, input_ids: torch.Tensor, lr: float = 0.05) -> float:
     """One plain SGD step on next-token loss: a training-like update of every trainable tensor."""
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.enable_grad():
-        logits = model(input_ids=input_ids).logits
+        logits = output_logits(model(input_ids=input_ids))
         loss = torch.nn.functional.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1)
         )

@@ -8,11 +8,14 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
 
 from conformance.cases import Case
+from conformance.errors import ConformanceError
 from conformance.expectations import ExpectationSet
 from conformance.pipeline import Workspace
 from conformance.results import Record
@@ -59,10 +62,20 @@ def judge_all(
         # fork: workers inherit the imported libraries and the parsed data files, so they start at once.
         # The parent has run no torch computation yet, so no thread pool is forked half-alive.
         context = multiprocessing.get_context("fork")
-        with context.Pool(jobs, initializer=_start_worker, initargs=(selection, root)) as pool:
-            for records in pool.imap(_judge, cases, chunksize=4):
-                yield records
-                bar.update()
+        with ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_start_worker, initargs=(selection, root)
+        ) as pool:
+            try:
+                for records in pool.map(_judge, cases, chunksize=4):
+                    yield records
+                    bar.update()
+            except BrokenProcessPool:
+                # Every Python exception is recorded per case; only a crash of the process itself
+                # (a segfault in native code) lands here.
+                raise ConformanceError(
+                    "a worker process died while running cases (a crash in native code?); "
+                    "rerun with --jobs 1 to see which case"
+                ) from None
     finally:
         bar.close()
         shutil.rmtree(root, ignore_errors=True)

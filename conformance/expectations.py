@@ -21,7 +21,8 @@ CLASSES = ("bug", "limitation")
 NOT_REPORTED = "not reported upstream"
 _NAME_FIELDS = ("family", "flags", "recipe", "workflow", "check")
 _FIELDS = {"id", "when", "outcome", "class", "link", "repro", "reason"}
-_WHEN = {*_NAME_FIELDS, "tied", "versions"}
+_WHEN = {*_NAME_FIELDS, "tied", "support", "versions"}
+SUPPORT = ("supported", "refused-by-design")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Subject:
     check: str
     tied: bool
     versions: dict[str, str] = field(hash=False)
+    support: str = "supported"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Expectation:
     implementation: str
     names: dict[str, tuple[str, ...]] = field(hash=False)  # field -> globs
     tied: bool | None
+    support: str | None
     version_specs: dict[str, str] = field(hash=False)
     outcome: str
     kind: str
@@ -56,6 +59,8 @@ class Expectation:
         if subject.implementation != self.implementation:
             return False
         if self.tied is not None and subject.tied != self.tied:
+            return False
+        if self.support is not None and subject.support != self.support:
             return False
         for name, globs in self.names.items():
             value = getattr(subject, name)
@@ -131,11 +136,15 @@ def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary) -> Expe
     reason = entry.get("reason", str)
     if "\n" in reason.strip():
         raise CaseFileError(entry.at("reason"), "keep the reason to one line")
+    support = when.get("support", str, None)
+    if support is not None and support not in SUPPORT:
+        raise CaseFileError(when.at("support"), f"{support!r}: expected one of {', '.join(SUPPORT)}")
     return Expectation(
         ident,
         implementation,
         names,
         when.get("tied", bool, None),
+        support,
         {k: str(v) for k, v in specs.items()},
         outcome,
         kind,

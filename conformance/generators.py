@@ -47,8 +47,8 @@ def _attention(draw: st.DrawFn, head_dims: list[int], kv_default_is_heads: bool)
 
 
 @st.composite
-def llama(draw: st.DrawFn) -> Knobs:
-    knobs = draw(_attention([4, 8, 16], kv_default_is_heads=True))
+def llama(draw: st.DrawFn, kv_default_is_heads: bool = True) -> Knobs:
+    knobs = draw(_attention([4, 8, 16], kv_default_is_heads=kv_default_is_heads))
     # Llama derives head_dim from hidden / heads; rotary needs it even.
     knobs["hidden_size"] = knobs.pop("head_dim") * knobs["num_attention_heads"]
     return knobs
@@ -79,6 +79,8 @@ def gemma4(draw: st.DrawFn, moe: bool = False) -> Knobs:
 
 STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
     "llama": llama,
+    # Llama's constraints, except that Qwen2Config defaults kv heads to 32, not to the head count.
+    "qwen2": lambda: llama(kv_default_is_heads=False),
     "gemma": gemma,
     "gemma4": gemma4,
     "gemma4-moe": lambda: gemma4(moe=True),

@@ -24,7 +24,6 @@ _TIE_WORDS = re.compile(r"\bti(e|ed|es|ing)\b|tie_word_embeddings|tied_|weight[_
 # Exceptions a library raises on purpose to reject a setup; anything else is a crash.
 _REFUSAL_TYPES = (ValueError, NotImplementedError)
 _LIBRARIES = ("/peft/", "/transformers/", "/nemo_automodel/")
-_LOGGERS = ("transformers", "peft", "nemo_automodel")
 
 
 def is_tie_warning(message: str) -> bool:
@@ -58,16 +57,19 @@ class Capture:
         index = len(self.steps)
         self.steps.append(name)
         handler = _ListHandler()
-        loggers = [logging.getLogger(n) for n in _LOGGERS]
-        for logger in loggers:
-            logger.addHandler(handler)
+        # transformers keeps its records to its own logger; everything else (peft, NeMo, which logs to
+        # the root logger) propagates to root, whose handlers are swapped out so nothing is printed.
+        root, library = logging.getLogger(), logging.getLogger("transformers")
+        saved = root.handlers[:]
+        root.handlers[:] = [handler]
+        library.addHandler(handler)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 yield index
         finally:
-            for logger in loggers:
-                logger.removeHandler(handler)
+            root.handlers[:] = saved
+            library.removeHandler(handler)
             for item in caught:
                 self.warnings.append((index, _one_line(str(item.message))))
             for message in handler.messages:

@@ -1,6 +1,6 @@
-"""Pipeline steps of the PEFT implementation: build, adapter, train, then merge/save/reload or adapter I/O.
+"""Pipeline machinery shared by the implementations: steps with warning capture, artifacts, workspace.
 
-Each step runs inside `Steps`, which records warnings per step and turns the first exception into a
+Each step runs inside `CaseRun.step`, which records warnings per step and turns the first exception into a
 StepFailure; artifacts remember the step that made them, so a check knows which warnings it may cite.
 """
 
@@ -22,7 +22,6 @@ from conformance import effective, outcomes, versions
 from conformance.cases import Case
 from conformance.families import Family
 from conformance.flags import TieFlags
-from conformance.recipes import Recipe
 
 
 class _Stop(Exception):
@@ -50,9 +49,9 @@ class CaseRun:
             self._current = index
             try:
                 yield
-            except _Stop:
+            except (_Stop, KeyboardInterrupt, SystemExit):
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # torch's CheckpointException, for one, is no Exception
                 self.failure = outcomes.failure(name, index, exc)
                 raise _Stop from exc
 
@@ -91,8 +90,10 @@ class Workspace:
         return self._models[key]
 
     def logits(self, key: tuple, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """Logits of the base model under `key` for these ids (computed once per key and ids)."""
         if not self.reuse:
             return logits(model, ids)
+        key = (*key, tuple(ids.flatten().tolist()))
         if key not in self._logits:
             self._logits[key] = logits(model, ids)
         return self._logits[key]
@@ -114,12 +115,12 @@ def dtype_kwarg() -> str:
     return "dtype" if versions.satisfies("transformers", spec) else "torch_dtype"
 
 
-def inputs(vocab_size: int, rows: list[int], seed: int) -> torch.Tensor:
-    """Two sequences of 12 tokens; the first starts with `rows` (every trainable token row of any recipe),
-    so those rows matter, and the same ids serve every recipe of a base model."""
+def inputs(vocab_size: int, seed: int) -> torch.Tensor:
+    """Two sequences of 12 tokens; the first starts with every trainable token row of any recipe, so
+    those rows matter, and the same ids serve every case of a base model, whatever its workflow."""
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, vocab_size, (2, 12), generator=gen)
-    rows = [r for r in rows if r < vocab_size][:12]
+    rows = [r for r in recipe_rows() if r < vocab_size][:12]
     if rows:
         ids[0, : len(rows)] = torch.tensor(rows)
     return ids
@@ -127,7 +128,7 @@ def inputs(vocab_size: int, rows: list[int], seed: int) -> torch.Tensor:
 
 def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model(input_ids=ids).logits.to(torch.float64)
+        return effective.output_logits(model(input_ids=ids)).to(torch.float64)
 
 
 def untied_flags(family: Family) -> TieFlags:
@@ -147,16 +148,18 @@ def saved_flags(folder: Path, family: Family) -> TieFlags:
     return TieFlags(bool(top), None if text is None else bool(text))
 
 
-def run_case(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
-    """Run every step of `case.workflow`; stops at the first failing step."""
+def execute(case: Case, steps: Callable[[CaseRun, Path], None], workspace: Workspace) -> CaseRun:
+    """Run `steps(run, folder)` for one case; stops at the first failing step, never raises."""
     outcomes.reset_once_caches()
     run = CaseRun(case)
     folder = workspace.case_dir()
     try:
-        _pipeline(run, recipe, dtype, workspace, folder)
+        steps(run, folder)
     except _Stop:
         pass
-    except Exception as exc:  # outside any step: the suite's own code broke; record it, go on
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # outside any step: the suite's own code broke; record it, go on
         run.failure = outcomes.failure("suite", len(run.capture.steps), exc)
         run.failure.outcome = outcomes.CRASHED
     finally:
@@ -164,71 +167,13 @@ def run_case(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
     return run
 
 
-def _pipeline(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
-    from peft import PeftModel, get_peft_model
+def merge_save_reload(
+    run: CaseRun, model: torch.nn.Module, family: Family, folder: Path, ids: torch.Tensor, dtype: torch.dtype
+) -> None:
+    """merge_and_unload -> save_pretrained -> from_pretrained, with every artifact the checks compare."""
     from transformers import AutoModelForCausalLM
 
-    case, family = run.case, run.case.family_def()
-    load_kwargs = {dtype_kwarg(): dtype, **family.load_kwargs}
-    base_key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
-
-    with run.step("build"):
-        base = workspace.model(base_key, lambda: family.build(case.config, case.flags, case.seed, dtype))
-        vocab = base.config.get_text_config().vocab_size
-        ids = inputs(vocab, recipe_rows(), case.seed)
-        embed_path = effective.module_path(base, base.get_input_embeddings())
-        head_path = effective.module_path(base, base.get_output_embeddings())
-        if case.workflow in ("adapter", "untie-first"):
-            base_dir = workspace.checkpoint(base_key, base)
-        run.put("base_logits", workspace.logits(base_key, base, ids))
-
-    if case.workflow == "untie-first":
-        with run.step("untie"):
-            # The documented workaround: load untied, then give lm_head its own copy of the embedding.
-            base = AutoModelForCausalLM.from_pretrained(base_dir, tie_word_embeddings=False, **load_kwargs)
-            head = base.get_output_embeddings()
-            head.weight = torch.nn.Parameter(base.get_input_embeddings().weight.detach().clone())
-            base.eval()
-            run.put("base_logits", logits(base, ids))
-
-    tied = family.expected_tied(family.flags_of(base.config))
-    base_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
-
-    with run.step("wrap"):
-        # Adapter initialisation draws from the global RNG: seed it per case, so a case gives the same
-        # result whatever ran before it in this process.
-        torch.manual_seed(case.seed)
-        model = get_peft_model(base, recipe.peft_config())
-        model.eval()
-
-    with run.step("train"):
-        effective.fill_adapter(model, case.seed)
-        run.put("gap_init", effective.tie_gap(model, vocab))
-        effective.train_step(model, ids)
-        run.put("gap_trained", effective.tie_gap(model, vocab))
-        run.put("peft_logits", logits(model, ids))
-
-    with run.step("reference"):
-        found = effective.collect(model)
-        weights = effective.effective_weights(found, base_weights, recipe, embed_path, head_path, tied)
-        reference_key = (case.family, case.knobs, "reference", case.seed, str(dtype))
-        reference = workspace.shared(
-            reference_key, lambda: family.build(case.config, untied_flags(family), case.seed, dtype)
-        )
-        state = {**base_weights, **{k: v.to(dtype) for k, v in weights.items()}}
-        reference.load_state_dict(state, strict=True)
-        run.put("reference_logits", logits(reference, ids))
-
-    if case.workflow == "adapter":
-        with run.step("save-adapter"):
-            model.save_pretrained(folder / "adapter")
-        with run.step("load-adapter"):
-            fresh = AutoModelForCausalLM.from_pretrained(base_dir, **load_kwargs)
-            loaded = PeftModel.from_pretrained(fresh, folder / "adapter").eval()
-            run.put("adapter_logits", logits(loaded, ids))
-            run.put("gap_final", effective.tie_gap(loaded, vocab))
-        return
-
+    vocab = model.config.get_text_config().vocab_size
     with run.step("merge"):
         merged = model.merge_and_unload()
         run.put("merged_logits", logits(merged, ids))
@@ -236,19 +181,28 @@ def _pipeline(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Works
 
     with run.step("save"):
         merged.save_pretrained(folder / "merged")
-        run.put("checkpoint_keys", _checkpoint_keys(folder / "merged"))
+        run.put("checkpoint_keys", checkpoint_keys(folder / "merged"))
         run.put("saved_flags", saved_flags(folder / "merged", family))
 
     with run.step("reload"):
         reloaded, info = AutoModelForCausalLM.from_pretrained(
-            folder / "merged", output_loading_info=True, **load_kwargs
+            folder / "merged", output_loading_info=True, **load_kwargs(family, dtype)
         )
         reloaded.eval()
-        inp, out = reloaded.get_input_embeddings(), reloaded.get_output_embeddings()
-        run.put("reloaded_tied", inp.weight.data_ptr() == out.weight.data_ptr())
+        run.put("reloaded_tied", is_tied(reloaded))
         run.put("missing_keys", sorted(info.get("missing_keys", [])))
         run.put("reloaded_logits", logits(reloaded, ids))
         run.put("gap_final", effective.tie_gap(reloaded, vocab))
+
+
+def load_kwargs(family: Family, dtype: torch.dtype) -> dict:
+    """from_pretrained kwargs for a family at a dtype."""
+    return {dtype_kwarg(): dtype, **family.load_kwargs}
+
+
+def is_tied(model: torch.nn.Module) -> bool:
+    """Tied as the reference defines it: the head uses the storage of the embedding the forward uses."""
+    return model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
 
 
 def recipe_rows() -> list[int]:
@@ -260,7 +214,7 @@ def recipe_rows() -> list[int]:
     )
 
 
-def _checkpoint_keys(folder: Path) -> list[str]:
+def checkpoint_keys(folder: Path) -> list[str]:
     from safetensors import safe_open
 
     keys: list[str] = []

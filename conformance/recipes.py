@@ -31,20 +31,33 @@ class Feature:
         return f"needs {self.package}{self.spec} for {self.about}; installed {have}"
 
 
+ADAPTER_KINDS = ("lora", "nemo_lora")  # PEFT LoraConfig kwargs; NeMo PeftConfig kwargs
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
     about: str
-    lora: dict[str, Any] = field(hash=False)
+    kind: str | None  # one of ADAPTER_KINDS, or None for no adapter
+    adapter: dict[str, Any] = field(hash=False)  # keyword arguments of the adapter config
     requires: tuple[str, ...]
-    on_tied_model: str  # "separate" | "shared": the documented behaviour on a tied model
+    on_tied_model: str | None  # "separate" | "shared": PEFT's documented behaviour on a tied model
     ensure_weight_tying: bool
+    implementations: tuple[str, ...] = ("peft",)
+    workflows: tuple[str, ...] | None = None  # None: every workflow of the implementation
+    families: tuple[str, ...] | None = None  # None: every family
+
+    @property
+    def lora(self) -> dict[str, Any]:
+        return self.adapter if self.kind == "lora" else {}
 
     @property
     def touches(self) -> frozenset[str]:
         """Which of the tied layers (embed_tokens, lm_head) the adapter wraps."""
-        names = list(self.lora.get("target_modules") or []) + list(self.lora.get("modules_to_save") or [])
-        tokens = self.lora.get("trainable_token_indices")
+        names = list(self.adapter.get("target_modules") or []) + list(
+            self.adapter.get("modules_to_save") or []
+        )
+        tokens = self.adapter.get("trainable_token_indices")
         if isinstance(tokens, list):
             names.append(EMBED)
         elif isinstance(tokens, dict):
@@ -70,6 +83,9 @@ class Recipe:
         from peft import LoraConfig
 
         return LoraConfig(**self.lora)
+
+    def runs_on(self, implementation: str, family: str) -> bool:
+        return implementation in self.implementations and (self.families is None or family in self.families)
 
 
 @dataclass(frozen=True)
@@ -99,67 +115,98 @@ def load(path: Path | None = None) -> RecipeBook:
 @functools.cache
 def _load(path: Path) -> RecipeBook:
     top = casefiles.Fields(casefiles.load(path), str(path), {"defaults", "features", "recipes"})
-    defaults = casefiles.Fields(top.get("defaults", dict, {}), top.at("defaults"), {"lora"})
-    base_lora = defaults.get("lora", dict, {})
+    defaults = casefiles.Fields(top.get("defaults", dict, {}), top.at("defaults"), set(ADAPTER_KINDS))
+    base = {kind: defaults.get(kind, dict, {}) for kind in ADAPTER_KINDS}
 
     features = {}
     for name, body in top.get("features", dict, {}).items():
-        spec = casefiles.Fields(body, f"{top.at('features')}.{name}", {"peft", "about"})
-        features[name] = Feature(name, "peft", spec.get("peft", str), spec.get("about", str, name))
-        versions.parse_spec(features[name].spec, spec.at("peft"))
+        spec = casefiles.Fields(body, f"{top.at('features')}.{name}", {*versions.TRACKED, "about"})
+        packages = [p for p in versions.TRACKED if p in spec.data]
+        if len(packages) != 1:
+            raise CaseFileError(spec.where, f"name exactly one package ({', '.join(versions.TRACKED)})")
+        features[name] = Feature(name, packages[0], spec.get(packages[0], str), spec.get("about", str, name))
+        versions.parse_spec(features[name].spec, spec.at(packages[0]))
 
     recipes: dict[str, Recipe] = {}
     for i, raw in enumerate(top.get("recipes", list)):
-        for recipe in _parse(raw, f"{top.at('recipes')}[{i}]", base_lora, features):
+        for recipe in _parse(raw, f"{top.at('recipes')}[{i}]", base, features):
             if recipe.name in recipes:
                 raise CaseFileError(f"{top.at('recipes')}[{i}].name", f"duplicate recipe {recipe.name!r}")
             recipes[recipe.name] = recipe
     return RecipeBook(recipes, features)
 
 
-def _parse(raw: Any, where: str, base_lora: dict, features: dict[str, Feature]) -> list[Recipe]:
-    entry = casefiles.Fields(
-        raw, where, {"name", "about", "lora", "requires", "on_tied_model", "ensure_weight_tying"}
-    )
+_FIELDS = {
+    "name",
+    "about",
+    "requires",
+    "on_tied_model",
+    "ensure_weight_tying",
+    "implementations",
+    "workflows",
+    "families",
+    *ADAPTER_KINDS,
+}
+
+
+def _parse(raw: Any, where: str, base: dict[str, dict], features: dict[str, Feature]) -> list[Recipe]:
+    entry = casefiles.Fields(raw, where, _FIELDS)
     name = entry.get("name", str)
     if not name.replace("_", "").isalnum() or not name.islower():
         raise CaseFileError(entry.at("name"), f"{name!r}: use lower-case letters, digits and '_'")
-    where = f"{where}({name})"
-    entry.where = where
-    lora = {**base_lora, **entry.get("lora", dict)}
-    if "ensure_weight_tying" in lora:
-        raise CaseFileError(entry.at("lora"), "set ensure_weight_tying through the recipe's own field")
-    requires = tuple(entry.names("requires", []))
-    for feature in requires:
-        if feature not in features:
-            raise UnknownName("feature", feature, list(features), entry.at("requires"))
-    semantics = _semantics(entry)
-    plain = Recipe(name, entry.get("about", str, ""), lora, requires, semantics, False)
+    entry.where = f"{where}({name})"
+    kinds = [kind for kind in ADAPTER_KINDS if kind in entry.data]
+    if len(kinds) > 1:
+        raise CaseFileError(entry.where, f"one adapter per recipe, got {' and '.join(kinds)}")
+    kind = kinds[0] if kinds else None
+    adapter = {**base[kind], **entry.get(kind, dict)} if kind else {}
+    if "ensure_weight_tying" in adapter:
+        raise CaseFileError(entry.at(kind), "set ensure_weight_tying through the recipe's own field")
+    requires = _features(entry, "requires", features)
+    scope = {
+        "implementations": tuple(entry.names("implementations", ["peft"])),
+        "workflows": _optional(entry, "workflows"),
+        "families": _optional(entry, "families"),
+    }
+    peft_recipe = kind == "lora"
+    semantics = _semantics(entry) if peft_recipe else None
+    plain = Recipe(name, entry.get("about", str, ""), kind, adapter, requires, semantics, False, **scope)
 
     twin_raw = entry.get("ensure_weight_tying", dict, None)
     if twin_raw is None:
-        if plain.touches:
+        if peft_recipe and plain.touches:
             raise CaseFileError(
                 entry.at("ensure_weight_tying"),
                 f"recipe touches {', '.join(sorted(plain.touches))}: declare its ensure_weight_tying twin",
             )
         return [plain]
+    if not peft_recipe:
+        raise CaseFileError(entry.at("ensure_weight_tying"), "only PEFT (lora) recipes have this twin")
     twin = casefiles.Fields(twin_raw, entry.at("ensure_weight_tying"), {"requires", "on_tied_model"})
-    twin_requires = tuple(twin.names("requires", []))
-    for feature in twin_requires:
+    twin_recipe = Recipe(
+        f"{name}_ewt",
+        f"{plain.about} (ensure_weight_tying=True)".strip(),
+        kind,
+        {**adapter, "ensure_weight_tying": True},
+        requires + _features(twin, "requires", features),
+        _semantics(twin),
+        True,
+        **scope,
+    )
+    return [plain, twin_recipe]
+
+
+def _features(entry: casefiles.Fields, key: str, features: dict[str, Feature]) -> tuple[str, ...]:
+    names = tuple(entry.names(key, []))
+    for feature in names:
         if feature not in features:
-            raise UnknownName("feature", feature, list(features), twin.at("requires"))
-    return [
-        plain,
-        Recipe(
-            f"{name}_ewt",
-            f"{plain.about} (ensure_weight_tying=True)".strip(),
-            {**lora, "ensure_weight_tying": True},
-            requires + twin_requires,
-            _semantics(twin),
-            True,
-        ),
-    ]
+            raise UnknownName("feature", feature, list(features), entry.at(key))
+    return names
+
+
+def _optional(entry: casefiles.Fields, key: str) -> tuple[str, ...] | None:
+    names = entry.names(key, None)
+    return None if names is None else tuple(names)
 
 
 def _semantics(entry: casefiles.Fields) -> str:

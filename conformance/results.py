@@ -34,7 +34,8 @@ class Record:
     warnings: list[str]
     detail: str
     step: str | None  # the pipeline step that failed, if one did
-    tied: bool  # the model the adapter wraps is tied under the HF rule (untie-first: never)
+    tied: bool  # the model under test is tied under the HF rule (untie-first: never)
+    support: str  # "supported", or "refused-by-design" where the implementation declares it won't build it
     config: dict[str, int]
     seed: int
     dtype: str

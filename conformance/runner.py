@@ -66,29 +66,44 @@ def validate(selection: Selection) -> None:
 
 
 def plan(selection: Selection) -> list[Case]:
-    """Every case of the selection, in a fixed order; unavailable families get their canonical config only."""
+    """Every case of the selection, in a fixed order.
+
+    Generated configs are drawn once per family and shared by every implementation; where a family or
+    an implementation cannot run here, its cases keep the canonical config only (they will be skipped).
+    """
     validate(selection)
     book = recipe_book.load()
     chosen_families = [families.get(n) for n in selection.families] or families.all_families()
-    chosen_recipes = selection.recipes or list(book.recipes)
+    drawn = {
+        family.name: generators.draw_configs(family, selection.profile, selection.seed)
+        if family.unavailable() is None
+        else [(dict(family.canonical), selection.seed)]
+        for family in chosen_families
+    }
     planned: list[Case] = []
     for impl in implementations.selected(selection.implementations):
-        for family in chosen_families:
-            configs = (
-                [(dict(family.canonical), selection.seed)]
-                if family.unavailable()
-                else generators.draw_configs(family, selection.profile, selection.seed)
-            )
+        for family in (f for f in chosen_families if impl.covers(f)):
+            configs = drawn[family.name] if impl.unavailable() is None else drawn[family.name][:1]
+            pairs = _recipe_workflows(impl, family, book, selection)
             for flags in family.flag_combinations():
-                for recipe in chosen_recipes:
-                    for workflow in selection.workflows or impl.workflows:
-                        if workflow not in impl.workflows:
-                            continue
-                        for knobs, seed in configs:
-                            planned.append(
-                                cases.make(impl.name, family, flags, recipe, workflow, knobs, seed)
-                            )
+                for recipe, workflow in pairs:
+                    for knobs, seed in configs:
+                        planned.append(cases.make(impl.name, family, flags, recipe, workflow, knobs, seed))
     return planned
+
+
+def _recipe_workflows(impl: Any, family: Any, book: Any, selection: Selection) -> list[tuple[str, str]]:
+    """The (recipe, workflow) pairs an implementation runs on a family, narrowed by the selection."""
+    pairs = []
+    for recipe in book.recipes.values():
+        if not recipe.runs_on(impl.name, family.name) or (
+            selection.recipes and recipe.name not in selection.recipes
+        ):
+            continue
+        for workflow in recipe.workflows or impl.workflows:
+            if workflow in impl.workflows and (not selection.workflows or workflow in selection.workflows):
+                pairs.append((recipe.name, workflow))
+    return pairs
 
 
 @dataclass
@@ -119,27 +134,29 @@ class Engine:
         family = case.family_def()
         recipe = recipe_book.load().get(case.recipe)
         tolerances = oracles.tolerances()
-        dtype = tolerances.dtype(case.family)
         skip = self._skip_reason(case, impl, family, recipe)
-        context = check_context(case)
-        checks = [
-            check
-            for check in applicable_checks(case)
-            if not self.selection.checks or check.name in self.selection.checks
-        ]
-        run = None if skip else impl.execute(case, recipe, dtype, self.workspace)
+        support = implementations.SUPPORTED if skip else impl.support(family, case.flags)
+        context = check_context(case, support)
+        wanted = self.selection.checks
+        checks = [check for check in applicable_checks(case) if not wanted or check.name in wanted]
+        run = (
+            None
+            if skip
+            else impl.execute(case, recipe, tolerances.dtype(case.family, case.workflow), self.workspace)
+        )
         out = []
         for check in checks:
-            record = self._record(case, check, tolerances.of(check.name, dtype), dtype, context.tied)
+            dtype, tol = tolerances.for_check(check, case.family, case.workflow)
+            record = self._record(case, check, tol, dtype, context)
             if skip:
                 record.outcome, record.detail = outcomes.SKIPPED, skip
             else:
-                self._judge(record, check, run, record.tolerance, context)
+                self._judge(record, check, run, tol, context)
             out.append(record)
         return out
 
     def _skip_reason(self, case: Case, impl: Any, family: Any, recipe: Any) -> str | None:
-        reason = impl.unavailable() or family.unavailable() or impl.unsupported(family, case.flags)
+        reason = impl.unavailable() or family.unavailable() or impl.family_unavailable(family)
         if reason:
             return reason
         reason = recipe_book.load().skip_reason(recipe)
@@ -149,7 +166,7 @@ class Engine:
             return "untie-first is the workaround for tied bases; this base is already untied"
         return None
 
-    def _record(self, case: Case, check: Any, tol: float | None, dtype: Any, tied: bool) -> Record:
+    def _record(self, case: Case, check: Any, tol: float | None, dtype: Any, context: Any) -> Record:
         return Record(
             case_id=case.case_id,
             implementation=case.implementation,
@@ -167,7 +184,8 @@ class Engine:
             warnings=[],
             detail="",
             step=None,
-            tied=tied,
+            tied=context.tied,
+            support=context.support,
             config=case.config,
             seed=case.seed,
             dtype=str(dtype).removeprefix("torch."),
@@ -203,14 +221,13 @@ class Engine:
         return re.sub(re.escape(str(self.workspace.root)) + r"[^\s'\"]*", "<tmp>", text)
 
 
-def check_context(case: Case) -> oracles.CheckContext:
+def check_context(case: Case, support: str = "supported") -> oracles.CheckContext:
     """What the checks may know about a case before it runs."""
     family = case.family_def()
     # untie-first unties the base before the adapter sees it.
     tied = family.expected_tied(case.flags) and case.workflow != "untie-first"
-    return oracles.CheckContext(
-        family, case.workflow, tied, recipe_book.load().get(case.recipe).ensure_weight_tying
-    )
+    ewt = recipe_book.load().get(case.recipe).ensure_weight_tying
+    return oracles.CheckContext(family, case.workflow, tied, ewt, support)
 
 
 def applicable_checks(case: Case) -> list[oracles.Check]:
@@ -238,6 +255,7 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
                 record.check,
                 record.tied,
                 record.versions,
+                record.support,
             )
             entry = expectation_set.match(subject)
         attach(record, entry, expectations.verdict(record.outcome, entry))

@@ -9,9 +9,10 @@ import warnings
 
 import pytest
 
-from conformance import families, implementations, outcomes
+from conformance import cases, families, implementations, outcomes
 from conformance.cases import Case
 from conformance.expectations import EXPECTED, OK, UNEXPECTED_PASS
+from conformance.flags import TieFlags
 from conformance.results import Record
 from conformance.runner import Engine, Selection, applicable_checks, plan
 
@@ -33,6 +34,19 @@ def records(case: Case) -> list[Record]:
     if case.case_id not in _RECORDS:
         _RECORDS[case.case_id] = engine().records(case)
     return _RECORDS[case.case_id]
+
+
+def fresh_records(
+    implementation: str, family: str, flags: TieFlags, recipe: str, workflow: str
+) -> dict[str, Record]:
+    """One canonical case run by a new engine (no cache shared with other tests), records by check."""
+    found = families.get(family)
+    case = cases.make(implementation, found, flags, recipe, workflow, found.canonical, 0)
+    made = Engine(Selection())
+    try:
+        return {r.check: r for r in made.records(case)}
+    finally:
+        made.close()
 
 
 def selected_families() -> list[str]:

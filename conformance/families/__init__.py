@@ -140,15 +140,27 @@ class Family:
         return knobs
 
 
+def flat(name: str, model_class: str, config_class: str, canonical: Knobs, **fixed: int) -> Family:
+    """A family with one flat config whose own `tie_word_embeddings` rules (Llama, Gemma, Qwen2...)."""
+
+    def config(knobs: Knobs, flags: TieFlags) -> Any:
+        import transformers
+
+        cls = getattr(transformers, config_class)
+        return cls(max_position_embeddings=64, tie_word_embeddings=flags.top, **fixed, **knobs)
+
+    return Family(name, model_class, False, ">=4.55", canonical, config)
+
+
 def have_version() -> str:
     return versions.installed().get("transformers", "absent")
 
 
 def _registry() -> dict[str, Family]:
-    from conformance.families import gemma, gemma4, llama
+    from conformance.families import gemma, gemma4, llama, qwen2
 
     found = {}
-    for module in (llama, gemma, gemma4):
+    for module in (llama, gemma, gemma4, qwen2):
         for family in module.FAMILIES:
             found[family.name] = family
     return found

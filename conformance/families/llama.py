@@ -2,26 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from conformance.families import TINY_ATTENTION, flat
 
-from conformance.families import TINY_ATTENTION, Family, Knobs
-from conformance.flags import TieFlags
-
-
-def _config(knobs: Knobs, flags: TieFlags) -> Any:
-    from transformers import LlamaConfig
-
-    # num_key_value_heads may be absent on purpose: the config default (= heads) gets exercised too.
-    return LlamaConfig(max_position_embeddings=64, tie_word_embeddings=flags.top, **knobs)
-
-
-FAMILIES = [
-    Family(
-        name="llama",
-        model_class="LlamaForCausalLM",
-        nested=False,
-        requires=">=4.55",
-        canonical=dict(TINY_ATTENTION),
-        config_kwargs=_config,
-    )
-]
+# num_key_value_heads may be drawn absent on purpose: the config default (= heads) gets exercised too.
+FAMILIES = [flat("llama", "LlamaForCausalLM", "LlamaConfig", dict(TINY_ATTENTION))]

@@ -44,3 +44,33 @@ def test_tie_consistency(case):
 @pytest.mark.parametrize("case", cells("tie-preserved"))
 def test_tie_preserved(case):
     assert_check(case, "tie-preserved")
+
+
+@pytest.mark.parametrize("case", cells("tie-status"))
+def test_tie_status(case):
+    assert_check(case, "tie-status")
+
+
+@pytest.mark.parametrize("case", cells("logits-parity"))
+def test_logits_parity(case):
+    assert_check(case, "logits-parity")
+
+
+@pytest.mark.parametrize("case", cells("logits-parity-fp64"))
+def test_logits_parity_fp64(case):
+    assert_check(case, "logits-parity-fp64")
+
+
+@pytest.mark.parametrize("case", cells("retie"))
+def test_retie(case):
+    assert_check(case, "retie")
+
+
+@pytest.mark.parametrize("case", cells("checkpoint-roundtrip"))
+def test_checkpoint_roundtrip(case):
+    assert_check(case, "checkpoint-roundtrip")
+
+
+@pytest.mark.parametrize("case", cells("hf-checkpoint-load"))
+def test_hf_checkpoint_load(case):
+    assert_check(case, "hf-checkpoint-load")

@@ -12,7 +12,19 @@ import pytest
 from conformance import casefiles
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED, main
 
-SMALL = ["run", "--family", "llama", "--recipe", "lora_attn", "--recipe", "lora_embed", "--jobs", "1"]
+SMALL = [
+    "run",
+    "--impl",
+    "peft",
+    "--family",
+    "llama",
+    "--recipe",
+    "lora_attn",
+    "--recipe",
+    "lora_embed",
+    "--jobs",
+    "1",
+]
 FIELDS = {
     "implementation",
     "versions",

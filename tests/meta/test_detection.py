@@ -8,21 +8,15 @@ import torch
 import transformers
 from peft.tuners.lora import LoraModel
 
-from conformance import cases, effective, families
+from conformance import effective
 from conformance.expectations import UNEXPECTED
 from conformance.flags import TieFlags
 from conformance.outcomes import PASS
-from conformance.runner import Engine, Selection
+from conformance.testing import fresh_records
 
 
 def _run(recipe: str, tied: bool, workflow: str = "merge") -> dict:
-    family = families.get("llama")
-    case = cases.make("peft", family, TieFlags(tied), recipe, workflow, family.canonical, 0)
-    engine = Engine(Selection())
-    try:
-        return {r.check: r for r in engine.records(case)}
-    finally:
-        engine.close()
+    return fresh_records("peft", "llama", TieFlags(tied), recipe, workflow)
 
 
 def _assert_caught(broken: dict, control: dict, checks: list[str]) -> None:
@@ -143,3 +137,27 @@ def test_an_adapter_save_that_loses_the_copy_is_caught(monkeypatch):
     monkeypatch.setattr(peft.PeftModel, "save_pretrained", save_without_copies)
     broken = _run("mts_embed", tied=True, workflow="adapter")
     _assert_caught(broken, control, ["adapter-roundtrip"])
+
+
+def _native(tied: bool) -> dict:
+    return fresh_records("hf", "llama", TieFlags(tied), "no_adapter", "native")
+
+
+def test_a_tie_weights_that_does_nothing_is_caught_by_retie(monkeypatch):
+    control = _native(tied=True)
+    monkeypatch.setattr(transformers.PreTrainedModel, "tie_weights", lambda self, *args, **kwargs: None)
+    broken = _native(tied=True)
+    _assert_caught(broken, control, ["retie"])
+
+
+def test_a_checkpoint_without_the_untied_head_is_caught_by_the_native_roundtrip(monkeypatch):
+    control = _native(tied=False)
+    original = transformers.PreTrainedModel.save_pretrained
+
+    def save_without_head(self, path, *args, **kwargs):
+        state = {k: v for k, v in self.state_dict().items() if not k.endswith("lm_head.weight")}
+        return original(self, path, *args, state_dict=state, **kwargs)
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", save_without_head)
+    broken = _native(tied=False)
+    _assert_caught(broken, control, ["checkpoint-roundtrip", "hf-checkpoint-load"])

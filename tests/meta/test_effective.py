@@ -12,7 +12,7 @@ from conformance.recipes import Recipe
 
 
 def _recipe(on_tied_model="separate", **lora):
-    return Recipe("r", "", {"r": 2, "lora_alpha": 4, **lora}, (), on_tied_model, False)
+    return Recipe("r", "", "lora", {"r": 2, "lora_alpha": 4, **lora}, (), on_tied_model, False)
 
 
 def test_linear_lora_is_b_times_a_scaled():

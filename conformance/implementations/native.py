@@ -1,0 +1,130 @@
+"""The `native` workflow: an implementation's own model classes against the HF reference, no adapter.
+
+Construction and tie status, logits parity with identical weights (float32 and float64), checkpoint
+save → HF load and own load, an HF checkpoint loaded by the implementation, and re-tying after the tie
+was broken by hand. Generic over a Provider, so HF itself runs it too (as the reference's self-check).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from conformance import pipeline
+from conformance.cases import Case
+from conformance.families import Family, Knobs
+from conformance.flags import TieFlags
+from conformance.pipeline import CaseRun, Workspace, is_tied, logits
+
+
+class Provider(Protocol):
+    """How an implementation builds, fills, saves, loads and re-ties its models."""
+
+    def build(
+        self, family: Family, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype
+    ) -> torch.nn.Module:
+        """A model from a config (may raise to refuse the configuration)."""
+
+    def load_hf_weights(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Give `model` the weights of an HF model of the same config."""
+
+    def save(self, model: torch.nn.Module, folder: Path) -> Path:
+        """Write an HF-format checkpoint with the implementation's own saver; returns its folder."""
+
+    def load(self, family: Family, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
+        """Load an HF-format checkpoint with the implementation's own loader."""
+
+    def tie_weights(self, model: torch.nn.Module) -> None:
+        """The implementation's public re-tie hook."""
+
+
+def run(case: Case, provider: Provider, workspace: Workspace) -> CaseRun:
+    return pipeline.execute(case, lambda run, folder: _steps(run, provider, workspace, folder), workspace)
+
+
+def _steps(run: CaseRun, provider: Provider, workspace: Workspace, folder: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    case, family = run.case, run.case.family_def()
+    fp32, fp64 = torch.float32, torch.float64
+
+    with run.step("reference"):
+        key = (case.family, case.knobs, case.flags, case.seed, str(fp32))
+        hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, fp32))
+        vocab = hf.config.get_text_config().vocab_size
+        ids = pipeline.inputs(vocab, case.seed)
+        run.put("hf_tied", is_tied(hf))
+        run.put("hf_logits", workspace.logits(key, hf, ids))
+        hf_dir = workspace.checkpoint(key, hf)
+
+    with run.step("build"):
+        model = provider.build(family, case.config, case.flags, case.seed, fp32)
+        run.put("impl_tied", is_tied(model))
+
+    with run.step("load-weights"):
+        provider.load_hf_weights(model, hf.state_dict())
+        run.put("impl_logits", logits(model, ids))
+
+    with run.step("float64"):
+        hf64 = family.build(case.config, case.flags, case.seed, fp64)
+        model64 = provider.build(family, case.config, case.flags, case.seed, fp64)
+        provider.load_hf_weights(model64, hf64.state_dict())
+        run.put("hf64_logits", logits(hf64, ids))
+        run.put("impl64_logits", logits(model64, ids))
+
+    with run.step("save"):
+        saved = provider.save(model, folder / "saved")
+        run.put("checkpoint_keys", pipeline.checkpoint_keys(saved))
+        run.put("saved_flags", pipeline.saved_flags(saved, family))
+
+    with run.step("reload-hf"):
+        by_hf = AutoModelForCausalLM.from_pretrained(saved, **pipeline.load_kwargs(family, fp32)).eval()
+        run.put("hf_reload_tied", is_tied(by_hf))
+        run.put("hf_reload_logits", logits(by_hf, ids))
+
+    with run.step("reload"):
+        again = provider.load(family, saved, fp32).eval()
+        run.put("reload_tied", is_tied(again))
+        run.put("reload_logits", logits(again, ids))
+
+    if family.expected_tied(case.flags):
+        with run.step("retie"):
+            head = model.get_output_embeddings()
+            head.weight = torch.nn.Parameter(head.weight.detach().clone())  # a tie broken by hand
+            provider.tie_weights(model)
+            retied = is_tied(model)
+            with torch.no_grad():  # a training-like update of the embedding the forward uses
+                model.get_input_embeddings().weight.add_(0.5)
+            follows = torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+            run.put("retie", (retied, follows))
+
+    with run.step("load-hf-checkpoint"):
+        from_hf = provider.load(family, hf_dir, fp32).eval()
+        run.put("hf_checkpoint_tied", is_tied(from_hf))
+        run.put("hf_checkpoint_logits", logits(from_hf, ids))
+
+
+class HFProvider:
+    """transformers' own classes: the reference, run through the same steps as a self-check."""
+
+    def build(
+        self, family: Family, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype
+    ) -> torch.nn.Module:
+        return family.build(knobs, flags, seed, dtype)
+
+    def load_hf_weights(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        model.load_state_dict(state, strict=True)
+
+    def save(self, model: torch.nn.Module, folder: Path) -> Path:
+        model.save_pretrained(folder)
+        return folder
+
+    def load(self, family: Family, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(folder, **pipeline.load_kwargs(family, dtype))
+
+    def tie_weights(self, model: torch.nn.Module) -> None:
+        model.tie_weights()

@@ -1,0 +1,198 @@
+"""NVIDIA NeMo Automodel's own model classes (Gemma4 MoE, Llama, Qwen2), its checkpointer and its LoRA.
+
+Imported lazily: `nemo_automodel` is optional and slow to import. Built directly from HF configs on CPU
+(`NeMoAutoModelForCausalLM` needs CUDA and torchao), checkpoints through NeMo's Checkpointer without a
+process group, LoRA through `apply_lora_to_linear_modules` and NeMo's PEFT-format adapter export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conformance import effective, pipeline
+from conformance.cases import Case
+from conformance.families import Family, Knobs
+from conformance.flags import TieFlags
+from conformance.implementations.native import Provider
+from conformance.pipeline import CaseRun, Workspace, logits
+from conformance.recipes import Recipe
+
+PACKAGE = "nemo-automodel"
+CLASSES = {
+    "gemma4-moe": "nemo_automodel.components.models.gemma4_moe.model:Gemma4ForConditionalGeneration",
+    "llama": "nemo_automodel.components.models.llama.model:LlamaForCausalLM",
+    "qwen2": "nemo_automodel.components.models.qwen2.model:Qwen2ForCausalLM",
+}
+# Plain-torch kernels everywhere: the CPU reference path, and what the HF model computes too.
+_BACKEND = {
+    "linear": "torch",
+    "attn": "sdpa",
+    "rms_norm": "torch",
+    "experts": "torch",
+    "dispatcher": "torch",
+    "fake_balanced_gate": False,
+    "enable_hf_state_dict_adapter": True,
+    "rope_fusion": False,
+}
+REFUSED, SUPPORTED = "refused-by-design", "supported"
+
+
+@functools.cache
+def model_class(family: str) -> type:
+    module, _, name = CLASSES[family].partition(":")
+    # NeMo wraps its expert activation in torch.compile: on CPU that costs 6-14 s per new shape and
+    # dtype and changes no value, so dynamo is switched off for the whole run.
+    torch._dynamo.config.disable = True
+    return getattr(importlib.import_module(module), name)
+
+
+def unavailable(family: Family) -> str | None:
+    if family.name not in CLASSES:
+        return f"{PACKAGE} has no {family.name} class"
+    try:
+        model_class(family.name)
+    except (ImportError, AttributeError) as exc:
+        return f"this {PACKAGE} has no {CLASSES[family.name]} ({type(exc).__name__}: {exc})"
+    return None
+
+
+def support(family: Family, flags: TieFlags) -> str:
+    """The class's declared TieSupport (from 0.6): TIED_ONLY refuses untied configs, UNTIED_ONLY tied ones."""
+    declared = getattr(getattr(model_class(family.name), "tie_word_embeddings_support", None), "name", "BOTH")
+    tied = family.expected_tied(flags)
+    if (declared == "TIED_ONLY" and not tied) or (declared == "UNTIED_ONLY" and tied):
+        return REFUSED
+    return SUPPORTED
+
+
+def _backend() -> Any:
+    from nemo_automodel.components.models.common import BackendConfig
+
+    known = {f.name for f in dataclasses.fields(BackendConfig)}
+    return BackendConfig(**{k: v for k, v in _BACKEND.items() if k in known})
+
+
+def _checkpointer(folder: Path, **options: Any) -> Any:
+    """NeMo's Checkpointer for one process (no process group), on every release's config signature."""
+    from nemo_automodel.components.checkpoint.checkpointing import Checkpointer
+
+    try:
+        from nemo_automodel.components.checkpoint.config import CheckpointingConfig
+    except ImportError:  # 0.4 keeps it beside the Checkpointer
+        from nemo_automodel.components.checkpoint.checkpointing import CheckpointingConfig
+    # 0.4 requires fields that later releases default; pass only what this release accepts.
+    wanted = {
+        "enabled": True,
+        "checkpoint_dir": str(folder),
+        "model_save_format": "safetensors",
+        "model_cache_dir": str(folder / "cache"),
+        "model_repo_id": None,
+        "save_consolidated": False,
+        "is_peft": False,
+        **options,
+    }
+    accepted = set(inspect.signature(CheckpointingConfig).parameters)
+    config = CheckpointingConfig(**{k: v for k, v in wanted.items() if k in accepted})
+    return Checkpointer(config, dp_rank=0, tp_rank=0, pp_rank=0)
+
+
+class NeMoProvider:
+    def build(
+        self, family: Family, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype
+    ) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return self._from_config(family, family.config(knobs, flags), dtype)
+
+    def _from_config(self, family: Family, config: Any, dtype: torch.dtype) -> torch.nn.Module:
+        # NeMo builds experts, router and its weight adapter in the config's dtype (bf16 when unset).
+        for part in {id(c): c for c in (config, config.get_text_config())}.values():
+            part.dtype = dtype
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            model = model_class(family.name)(config, backend=_backend())
+        finally:
+            torch.set_default_dtype(previous)
+        return model.to(dtype).eval()
+
+    def load_hf_weights(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        adapter = getattr(model, "state_dict_adapter", None)
+        model.load_state_dict(adapter.from_hf(dict(state)) if adapter is not None else state, strict=True)
+
+    def save(self, model: torch.nn.Module, folder: Path) -> Path:
+        _checkpointer(folder, save_consolidated=True).save_model(model, str(folder / "step"))
+        return folder / "step" / "model" / "consolidated"
+
+    def load(self, family: Family, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
+        from transformers import AutoConfig
+
+        model = self._from_config(family, AutoConfig.from_pretrained(folder), dtype)
+        _checkpointer(folder.parent, save_consolidated=False).load_base_model(
+            model,
+            device=torch.device("cpu"),
+            root_dir=str(folder),
+            model_name=str(folder),
+            load_base_model=True,
+        )
+        return model
+
+    def tie_weights(self, model: torch.nn.Module) -> None:
+        model.tie_weights()
+
+
+PROVIDER: Provider = NeMoProvider()
+
+
+def run_lora(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
+    """NeMo LoRA on NeMo's model → NeMo's PEFT-format export → HF PeftModel → merge → save → reload."""
+    return pipeline.execute(
+        case, lambda run, folder: _lora_steps(run, recipe, dtype, workspace, folder), workspace
+    )
+
+
+def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
+    from nemo_automodel.components._peft.lora import PeftConfig, apply_lora_to_linear_modules
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    case, family = run.case, run.case.family_def()
+    key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
+
+    with run.step("reference"):
+        hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, dtype))
+        ids = pipeline.inputs(hf.config.get_text_config().vocab_size, case.seed)
+        run.put("base_logits", workspace.logits(key, hf, ids))
+        hf_dir = workspace.checkpoint(key, hf)
+
+    with run.step("build"):
+        model = PROVIDER.build(family, case.config, case.flags, case.seed, dtype)
+        PROVIDER.load_hf_weights(model, hf.state_dict())
+
+    with run.step("wrap"):
+        torch.manual_seed(case.seed)
+        peft_config = PeftConfig(**recipe.adapter)
+        apply_lora_to_linear_modules(model, peft_config)
+
+    with run.step("train"):
+        effective.fill_adapter(model, case.seed)
+        effective.train_step(model, ids)
+        run.put("peft_logits", logits(model, ids))
+
+    with run.step("save-adapter"):
+        _checkpointer(folder, is_peft=True, save_consolidated=False).save_model(
+            model, str(folder / "lora"), peft_config=peft_config
+        )
+
+    with run.step("load-adapter"):
+        fresh = AutoModelForCausalLM.from_pretrained(hf_dir, **pipeline.load_kwargs(family, dtype))
+        loaded = PeftModel.from_pretrained(fresh, folder / "lora" / "model").eval()
+        run.put("adapter_logits", logits(loaded, ids))
+
+    pipeline.merge_save_reload(run, loaded, family, folder, ids, dtype)

@@ -1,0 +1,88 @@
+"""PEFT on HF models: adapter, training step, reference, then merge/save/reload, adapter I/O, untie-first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from conformance import effective, pipeline
+from conformance.cases import Case
+from conformance.pipeline import CaseRun, Workspace, logits
+from conformance.recipes import Recipe
+
+WORKFLOWS = ("merge", "adapter", "untie-first")
+
+
+def run(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
+    return pipeline.execute(
+        case, lambda run, folder: _steps(run, recipe, dtype, workspace, folder), workspace
+    )
+
+
+def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    case, family = run.case, run.case.family_def()
+    load_kwargs = pipeline.load_kwargs(family, dtype)
+    base_key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
+
+    with run.step("build"):
+        base = workspace.model(base_key, lambda: family.build(case.config, case.flags, case.seed, dtype))
+        vocab = base.config.get_text_config().vocab_size
+        ids = pipeline.inputs(vocab, case.seed)
+        embed_path = effective.module_path(base, base.get_input_embeddings())
+        head_path = effective.module_path(base, base.get_output_embeddings())
+        if case.workflow in ("adapter", "untie-first"):
+            base_dir = workspace.checkpoint(base_key, base)
+        run.put("base_logits", workspace.logits(base_key, base, ids))
+
+    if case.workflow == "untie-first":
+        with run.step("untie"):
+            # The documented workaround: load untied, then give lm_head its own copy of the embedding.
+            base = AutoModelForCausalLM.from_pretrained(base_dir, tie_word_embeddings=False, **load_kwargs)
+            head = base.get_output_embeddings()
+            head.weight = torch.nn.Parameter(base.get_input_embeddings().weight.detach().clone())
+            base.eval()
+            run.put("base_logits", logits(base, ids))
+
+    tied = family.expected_tied(family.flags_of(base.config))
+    base_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
+
+    with run.step("wrap"):
+        # Adapter initialisation draws from the global RNG: seed it per case, so a case gives the same
+        # result whatever ran before it in this process.
+        torch.manual_seed(case.seed)
+        model = get_peft_model(base, recipe.peft_config())
+        model.eval()
+
+    with run.step("train"):
+        effective.fill_adapter(model, case.seed)
+        run.put("gap_init", effective.tie_gap(model, vocab))
+        effective.train_step(model, ids)
+        run.put("gap_trained", effective.tie_gap(model, vocab))
+        run.put("peft_logits", logits(model, ids))
+
+    with run.step("reference"):
+        found = effective.collect(model)
+        weights = effective.effective_weights(found, base_weights, recipe, embed_path, head_path, tied)
+        reference_key = (case.family, case.knobs, "reference", case.seed, str(dtype))
+        reference = workspace.shared(
+            reference_key, lambda: family.build(case.config, pipeline.untied_flags(family), case.seed, dtype)
+        )
+        state = {**base_weights, **{k: v.to(dtype) for k, v in weights.items()}}
+        reference.load_state_dict(state, strict=True)
+        run.put("reference_logits", logits(reference, ids))
+
+    if case.workflow == "adapter":
+        with run.step("save-adapter"):
+            model.save_pretrained(folder / "adapter")
+        with run.step("load-adapter"):
+            fresh = AutoModelForCausalLM.from_pretrained(base_dir, **load_kwargs)
+            loaded = PeftModel.from_pretrained(fresh, folder / "adapter").eval()
+            run.put("adapter_logits", logits(loaded, ids))
+            run.put("gap_final", effective.tie_gap(loaded, vocab))
+        return
+
+    pipeline.merge_save_reload(run, model, family, folder, ids, dtype)

@@ -1,0 +1,124 @@
+"""Checks of the adapter pipelines (PEFT, and NeMo LoRA exported to PEFT): logits, ties, checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.oracles.base import Check, CheckContext, Measurement, diff, fixed, logits_check
+
+
+def _adapter_effect(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    gap = diff(art["base_logits"], art["peft_logits"])
+    return Measurement(gap >= tol, gap, f"max |Δlogits| adapter vs base = {gap:.3g} (must be ≥ {tol:g})")
+
+
+def _tie_consistency(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    expected = ctx.family.expected_tied(art["saved_flags"])
+    has_head = any(key.endswith("lm_head.weight") for key in art["checkpoint_keys"])
+    problems = []
+    if art["reloaded_tied"] != expected:
+        state = "tied" if art["reloaded_tied"] else "untied"
+        problems.append(
+            f"reloaded model is {state} but the HF rule on the saved config says "
+            f"{'tied' if expected else 'untied'}"
+        )
+    if has_head == expected:
+        problems.append(
+            f"lm_head.weight {'is' if has_head else 'is not'} in the checkpoint of a "
+            f"{'tied' if expected else 'untied'} model"
+        )
+    if art["missing_keys"]:
+        problems.append(f"missing keys on reload: {', '.join(art['missing_keys'])}")
+    return Measurement(
+        not problems, None, "; ".join(problems) or "tie status, checkpoint keys and load agree"
+    )
+
+
+_GAPS = {
+    "merge": ("gap_init", "gap_trained", "gap_merged", "gap_final"),
+    "adapter": ("gap_init", "gap_trained", "gap_final"),
+}
+_GAP_WORDS = {
+    "gap_init": "after adapter init",
+    "gap_trained": "after a training step",
+    "gap_merged": "after merge",
+    "gap_final": "after reload",
+}
+
+
+def _tie_preserved(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    gaps = {name: art[name] for name in _GAPS[ctx.workflow]}
+    worst = max(gaps.values())
+    broken = [f"{_GAP_WORDS[name]} {gap:.3g}" for name, gap in gaps.items() if gap > tol]
+    detail = (
+        ("input and output matrices differ: " + ", ".join(broken))
+        if broken
+        else (f"input and output matrices identical at every stage (max gap {worst:.3g})")
+    )
+    return Measurement(not broken, worst, detail)
+
+
+def _only_ewt_on_tied(ctx: CheckContext) -> str | None:
+    if not ctx.ensure_weight_tying:
+        return "applies only where ensure_weight_tying was asked for"
+    if not ctx.tied:
+        return "applies only to models tied under the HF rule"
+    return None
+
+
+MERGING = ("merge", "untie-first", "lora-merge")
+
+CHECKS: tuple[Check, ...] = (
+    Check(
+        "adapter-effect",
+        "the adapter really changes the logits",
+        ("merge", "adapter", "untie-first", "lora-merge"),
+        fixed("base_logits", "peft_logits"),
+        _adapter_effect,
+        lower_bound=True,
+    ),
+    Check(
+        "reference",
+        "unmerged PEFT logits == an untied model holding the effective matrices",
+        ("merge", "adapter", "untie-first"),
+        fixed("peft_logits", "reference_logits"),
+        logits_check("peft_logits", "reference_logits", "PEFT vs reference"),
+    ),
+    Check(
+        "merge-fidelity",
+        "merged-model logits == unmerged adapter logits",
+        MERGING,
+        fixed("peft_logits", "merged_logits"),
+        logits_check("peft_logits", "merged_logits", "merged vs unmerged"),
+    ),
+    Check(
+        "roundtrip-fidelity",
+        "reloaded merged-model logits == unmerged adapter logits",
+        MERGING,
+        fixed("peft_logits", "reloaded_logits"),
+        logits_check("peft_logits", "reloaded_logits", "reloaded vs unmerged"),
+    ),
+    Check(
+        "adapter-roundtrip",
+        "re-loaded (or exported) adapter logits == unmerged adapter logits",
+        ("adapter", "lora-merge"),
+        fixed("peft_logits", "adapter_logits"),
+        logits_check("peft_logits", "adapter_logits", "re-loaded adapter vs unmerged"),
+    ),
+    Check(
+        "tie-consistency",
+        "after reload, tie status and checkpoint keys follow the HF rule on the saved config",
+        MERGING,
+        fixed("saved_flags", "checkpoint_keys", "reloaded_tied", "missing_keys"),
+        _tie_consistency,
+        numeric=False,
+    ),
+    Check(
+        "tie-preserved",
+        "with ensure_weight_tying on a tied model, input and output matrices stay identical",
+        ("merge", "adapter"),
+        lambda workflow: _GAPS[workflow],
+        _tie_preserved,
+        not_applicable=_only_ewt_on_tied,
+    ),
+)

@@ -1,0 +1,60 @@
+"""What every check is: a measurement over pipeline artifacts, the case facts it may use, its tolerance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Measurement:
+    passed: bool
+    max_abs_diff: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check may know about its case besides artifacts."""
+
+    family: Any  # conformance.families.Family
+    workflow: str
+    tied: bool  # the HF rule on the config of the model under test (untie-first: never)
+    ensure_weight_tying: bool
+    support: str = "supported"  # or "refused-by-design": the implementation declares it will not build it
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    about: str
+    workflows: tuple[str, ...]
+    needs: Callable[[str], tuple[str, ...]]  # artifact names, by workflow
+    evaluate: Callable[[dict[str, Any], float | None, CheckContext], Measurement]
+    # Why the check says nothing about a case (then no record is written), or None.
+    not_applicable: Callable[[CheckContext], str | None] = lambda ctx: None
+    lower_bound: bool = False  # tolerance is a minimum (adapter-effect)
+    numeric: bool = True  # False: compares facts (tie status, keys), no tolerance
+    dtype: str | None = None  # a fixed precision the check runs in; None: the family's
+
+
+def diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a - b).abs().max())
+
+
+def logits_check(left: str, right: str, what: str) -> Callable[..., Measurement]:
+    def evaluate(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+        gap = diff(art[left], art[right])
+        return Measurement(gap <= tol, gap, f"max |Δlogits| {what} = {gap:.3g} (tolerance {tol:g})")
+
+    return evaluate
+
+
+def fixed(*names: str) -> Callable[[str], tuple[str, ...]]:
+    """Artifact names a check needs, the same for every workflow."""
+    return lambda workflow: names

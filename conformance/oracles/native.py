@@ -1,0 +1,143 @@
+"""Checks of the `native` workflow: an implementation's own classes against the HF reference and rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.oracles.base import Check, CheckContext, Measurement, diff, fixed, logits_check
+
+REFUSED = "refused-by-design"
+
+
+def _word(tied: bool) -> str:
+    return "tied" if tied else "untied"
+
+
+def _tie_status(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    rule, hf, impl = ctx.tied, art["hf_tied"], art["impl_tied"]
+    problems = []
+    if ctx.support == REFUSED:
+        problems.append(f"declared refused-by-design, yet it built a model ({_word(impl)})")
+    if hf != rule:
+        problems.append(f"the HF model is {_word(hf)} but the HF rule for this config says {_word(rule)}")
+    if impl != hf:
+        problems.append(
+            f"the model is {_word(impl)} (lm_head vs the embedding its forward uses) but HF's is {_word(hf)}"
+        )
+    return Measurement(not problems, None, "; ".join(problems) or f"{_word(impl)}, as HF and the rule")
+
+
+def _retie(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    retied, follows = art["retie"]
+    problems = []
+    if not retied:
+        problems.append(
+            "after the tie was broken by hand, tie_weights() left lm_head apart from the active embedding"
+        )
+    if not follows:
+        problems.append("an in-place update of the active embedding is not seen by lm_head")
+    return Measurement(
+        not problems, None, "; ".join(problems) or "tie_weights() re-ties; the head follows updates"
+    )
+
+
+def _checkpoint_roundtrip(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    expected = ctx.family.expected_tied(art["saved_flags"])
+    has_head = any(key.endswith("lm_head.weight") for key in art["checkpoint_keys"])
+    problems = []
+    if has_head == expected:
+        problems.append(
+            f"lm_head.weight {'is' if has_head else 'is not'} in the checkpoint of a {_word(expected)} model"
+        )
+    worst = 0.0
+    for who, tied_key, logits_key in (
+        ("HF", "hf_reload_tied", "hf_reload_logits"),
+        ("own", "reload_tied", "reload_logits"),
+    ):
+        if art[tied_key] != expected:
+            problems.append(
+                f"{who} reload is {_word(art[tied_key])}, the rule on the saved config says {_word(expected)}"
+            )
+        gap = diff(art[logits_key], art["impl_logits"])
+        worst = max(worst, gap)
+        if gap > tol:
+            problems.append(f"{who} reload: max |Δlogits| {gap:.3g} (tolerance {tol:g})")
+    return Measurement(
+        not problems, worst, "; ".join(problems) or f"both reloads agree (max |Δlogits| {worst:.3g})"
+    )
+
+
+def _hf_checkpoint_load(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    gap = diff(art["hf_checkpoint_logits"], art["hf_logits"])
+    problems = [f"max |Δlogits| vs HF {gap:.3g} (tolerance {tol:g})"] if gap > tol else []
+    if art["hf_checkpoint_tied"] != art["hf_tied"]:
+        problems.append(f"loaded {_word(art['hf_checkpoint_tied'])}, HF's model is {_word(art['hf_tied'])}")
+    return Measurement(
+        not problems, gap, "; ".join(problems) or f"HF's logits (max |Δ| {gap:.3g}) and tie status"
+    )
+
+
+def _only_tied(ctx: CheckContext) -> str | None:
+    return None if ctx.tied else "applies only to configs tied under the HF rule"
+
+
+NATIVE = ("native",)
+
+CHECKS: tuple[Check, ...] = (
+    Check(
+        "tie-status",
+        "the model is tied exactly when HF's model with the same config is (and as the HF rule says)",
+        NATIVE,
+        fixed("hf_tied", "impl_tied"),
+        _tie_status,
+        numeric=False,
+    ),
+    Check(
+        "logits-parity",
+        "with identical weights, logits == HF's (float32)",
+        NATIVE,
+        fixed("hf_logits", "impl_logits"),
+        logits_check("hf_logits", "impl_logits", "vs HF"),
+        dtype="float32",
+    ),
+    Check(
+        "logits-parity-fp64",
+        "with identical weights, logits == HF's (float64)",
+        NATIVE,
+        fixed("hf64_logits", "impl64_logits"),
+        logits_check("hf64_logits", "impl64_logits", "vs HF"),
+        dtype="float64",
+    ),
+    Check(
+        "retie",
+        "after a hand-broken tie, tie_weights() re-points lm_head to the active embedding and follows it",
+        NATIVE,
+        fixed("retie"),
+        _retie,
+        not_applicable=_only_tied,
+        numeric=False,
+    ),
+    Check(
+        "checkpoint-roundtrip",
+        "own save, then HF load and own load: tie status and logits kept; lm_head.weight only when untied",
+        NATIVE,
+        fixed(
+            "checkpoint_keys",
+            "saved_flags",
+            "hf_reload_tied",
+            "hf_reload_logits",
+            "reload_tied",
+            "reload_logits",
+        ),
+        _checkpoint_roundtrip,
+        dtype="float32",
+    ),
+    Check(
+        "hf-checkpoint-load",
+        "an HF checkpoint (tied: no lm_head.weight) loaded by the implementation gives HF's logits and tie",
+        NATIVE,
+        fixed("hf_checkpoint_tied", "hf_checkpoint_logits", "hf_logits", "hf_tied"),
+        _hf_checkpoint_load,
+        dtype="float32",
+    ),
+)

@@ -1,0 +1,47 @@
+"""Install a NeMo Automodel release (or checkout) for the suite, with the transformers it pins.
+
+    python tools/install_nemo.py [SPEC]        SPEC: "nemo-automodel==0.6.0", a path, or a git URL
+
+NeMo Automodel's full dependency set (CUDA kernels, datasets, torchao...) does not install on a CPU
+machine, and the model classes, checkpointer and LoRA code the suite drives need none of it; so the
+package goes in with --no-deps, followed by the transformers version its metadata pins (each release
+is tested on its pin). TRANSFORMERS_SPEC overrides that choice, e.g. to run a release on a newer one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *args], check=True)
+
+
+def pinned_transformers() -> str | None:
+    for requirement in metadata.requires("nemo-automodel") or []:
+        if ";" in requirement and "extra" in requirement.split(";", 1)[1]:
+            continue
+        match = re.match(r"transformers\s*([<>=!~][^;]*)", requirement)
+        if match:
+            return "transformers" + match.group(1).strip()
+    return None
+
+
+def main() -> int:
+    spec = sys.argv[1] if len(sys.argv) > 1 else "nemo-automodel"
+    pip("--no-deps", spec)
+    wanted = os.environ.get("TRANSFORMERS_SPEC") or pinned_transformers()
+    if wanted:
+        pip(wanted)
+    source = "TRANSFORMERS_SPEC" if os.environ.get("TRANSFORMERS_SPEC") else "its pin"
+    nemo, transformers = metadata.version("nemo-automodel"), metadata.version("transformers")
+    print(f"install_nemo: nemo-automodel {nemo} with transformers {transformers} ({source})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
