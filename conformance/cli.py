@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance run | repro | list`."""
+"""Command line: `python -m conformance run | repro | report | diff | list`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conformance import cases, execution, expectations, families, generators, implementations, results
+from conformance import cases, execution, expectations, families, generators, implementations, report, results
 from conformance import recipes as recipe_book
 from conformance.errors import ConformanceError
 from conformance.runner import Engine, Selection, expect, plan, vocabulary
@@ -71,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = results.write(records, Path(args.out), meta)
     results.summary(records, sys.stdout, unused)
     print(f"\n{len(planned)} cases in {elapsed:.1f}s; results in {path}")
+    if not args.no_report:
+        print(f"report: {report.render([report.load(path)], Path(args.out) / 'index.html')}")
     bad = {expectations.UNEXPECTED} | ({expectations.UNEXPECTED_PASS} if args.strict else set())
     failed = any(r.verdict in bad for r in records) or (args.strict and bool(unused))
     return EXIT_UNEXPECTED if failed else EXIT_OK
@@ -91,6 +93,31 @@ def cmd_repro(args: argparse.Namespace) -> int:
         for w in r.warnings:
             print(f"    warning: {w}")
     return EXIT_UNEXPECTED if any(r.verdict == expectations.UNEXPECTED for r in records) else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    runs = [report.load(Path(p)) for p in args.results]
+    print(f"report: {report.render(runs, Path(args.output))}")
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    old, new = report.load(Path(args.old)), report.load(Path(args.new))
+    rows = report.diff(old, new)
+    counts = {
+        status: sum(r["status"] == status for r in rows)
+        for status in (report.ADDED, report.REMOVED, report.CHANGED, report.UNCHANGED)
+    }
+    print(" ".join(f"{status} {count}" for status, count in counts.items()))
+    for row in rows:
+        if row["status"] == report.UNCHANGED:
+            continue
+        a, b = row["old"], row["new"]
+        change = f"{a['outcome']}/{a['verdict']}" if a else "-"
+        change += f" -> {b['outcome']}/{b['verdict']}" if b else " -> -"
+        print(f"  {row['status']:<8} {row['key']}: {change}")
+    print(f"diff: {report.render_diff(old, new, rows, Path(args.output))}")
+    return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -133,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
         default=execution.default_jobs(),
         help="worker processes (default: one per core, at most 4)",
     )
+    run.add_argument("--no-report", action="store_true", help="skip writing index.html beside the results")
     run.add_argument(
         "--strict",
         action="store_true",
@@ -142,6 +170,20 @@ def parser() -> argparse.ArgumentParser:
     repro = sub.add_parser("repro", help="rerun one case by its case id")
     repro.add_argument("case_id")
     repro.set_defaults(func=cmd_repro)
+    page = sub.add_parser("report", help="render results files as one HTML page")
+    page.add_argument(
+        "results",
+        nargs="*",
+        default=["reports/results.jsonl"],
+        help="results.jsonl files, one column group each (default reports/results.jsonl)",
+    )
+    page.add_argument("-o", "--output", default="reports/index.html")
+    page.set_defaults(func=cmd_report)
+    compare = sub.add_parser("diff", help="compare two results files: added, removed, changed, unchanged")
+    compare.add_argument("old")
+    compare.add_argument("new")
+    compare.add_argument("-o", "--output", default="reports/diff.html")
+    compare.set_defaults(func=cmd_diff)
     listing = sub.add_parser("list", help="families, recipes and what the installed versions allow")
     listing.set_defaults(func=cmd_list)
     return top
