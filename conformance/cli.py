@@ -109,6 +109,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for status in (report.ADDED, report.REMOVED, report.CHANGED, report.UNCHANGED)
     }
     print(" ".join(f"{status} {count}" for status, count in counts.items()))
+    for (before, after), count in report.transitions(rows).most_common():
+        print(f"  {count:>6}  {before} -> {after}")
     for row in rows:
         if row["status"] == report.UNCHANGED:
             continue
@@ -196,3 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConformanceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # `... | head` closed the pipe: not an error of ours. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -277,10 +277,20 @@ def diff(old: Run, new: Run) -> list[dict[str, Any]]:
     return rows
 
 
+def transitions(rows: list[dict[str, Any]]) -> Counter:
+    """How many changed results went from each old outcome/verdict to each new one: the shape of a diff."""
+    return Counter(
+        (f"{r['old']['outcome']}/{r['old']['verdict']}", f"{r['new']['outcome']}/{r['new']['verdict']}")
+        for r in rows
+        if r["status"] == CHANGED
+    )
+
+
 def render_diff(old: Run, new: Run, rows: list[dict[str, Any]], output: Path) -> Path:
     counts = Counter(row["status"] for row in rows)
     template = _templates().get_template("diff.html.j2")
-    page = template.render(old=old, new=new, rows=rows, counts=counts, style=STYLE)
+    shape = transitions(rows).most_common()
+    page = template.render(old=old, new=new, rows=rows, counts=counts, transitions=shape, style=STYLE)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page)
     return output

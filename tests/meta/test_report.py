@@ -132,6 +132,11 @@ def test_diff_of_two_real_runs(real_run, tmp_path, capsys, monkeypatch):
     changed = [r for r in rows if r["status"] == "changed"]
     assert all(r["old"]["verdict"] == "expected" and r["new"]["verdict"] == "unexpected" for r in changed)
     assert "removed" in out and "peft-llama-tT-lora_attn" in out and "-> diverged-warned/unexpected" in out
+    shape = report.transitions(rows)
+    assert sum(shape.values()) == len(changed) and set(shape) == {
+        ("diverged-warned/expected", "diverged-warned/unexpected")
+    }
+    assert f"{len(changed):>6}  diverged-warned/expected -> diverged-warned/unexpected" in out
     page = (tmp_path / "diff.html").read_text()
     assert page.count('<tr class="added">') == sum(r["status"] == "added" for r in rows)
 
