@@ -230,9 +230,10 @@ def render(runs: list[Run], output: Path) -> Path:
     """Write the report page for `runs` (one column group each) and return its path."""
     grid = matrix(runs)
     # Versions are in the header, once per run: kept out of every record to keep the page small.
-    details = {
-        record_key(r): {k: v for k, v in r.items() if k != "versions"} for run in runs for r in run.records
-    }
+    # One map per run: the same case and check appears in every run, with that run's own result.
+    details = [
+        {record_key(r): {k: v for k, v in r.items() if k != "versions"} for r in run.records} for run in runs
+    ]
     page = (
         _templates()
         .get_template("report.html.j2")

@@ -68,6 +68,11 @@ def test_a_run_writes_a_page_whose_cells_match_the_results_one_for_one(real_run)
 def test_several_results_files_make_one_page_with_a_column_group_each(real_run, tmp_path):
     second = tmp_path / "second"
     shutil.copytree(real_run, second)
+    # The same cases with other results, as another transformers version would give.
+    records = [json.loads(line) for line in (second / "results.jsonl").read_text().splitlines()]
+    for record in records:
+        record["detail"] = "from the second run"
+    (second / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert (
         main(
             [
@@ -83,6 +88,13 @@ def test_several_results_files_make_one_page_with_a_column_group_each(real_run, 
     cells = _cells(tmp_path / "both.html")
     assert {c["data-run"] for c in cells} == {"1", "2"}
     assert len(cells) == 2 * len(_cells(real_run / "index.html"))
+    # What the page's script shows on a click: each cell's keys looked up in its own run's records.
+    page = (tmp_path / "both.html").read_text()
+    embedded = page.split('<script type="application/json" id="data-records">')[1].split("</script>")[0]
+    per_run = json.loads(embedded)
+    for cell in cells:
+        details = {per_run[int(cell["data-run"]) - 1][key]["detail"] for key in cell["data-keys"].split()}
+        assert ("from the second run" in details) == (cell["data-run"] == "2"), (cell["title"], details)
 
 
 @pytest.mark.parametrize(
