@@ -79,11 +79,18 @@ def load(path: Path) -> Run:
         missing = [key for key in REQUIRED if not isinstance(record, dict) or key not in record]
         if missing:
             raise ConformanceError(f"{path}:{number}: not a conformance results record (no {missing[0]!r})")
+        if not isinstance(record["flags"], dict) or "top" not in record["flags"]:
+            raise ConformanceError(
+                f"{path}:{number}: field 'flags' is not a flags object: {record['flags']!r}"
+            )
         if record["outcome"] not in OUTCOMES:
             raise ConformanceError(f"{path}:{number}: unknown outcome {record['outcome']!r}")
         records.append(record)
     meta_path = path.parent / RUN_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except json.JSONDecodeError:
+        raise ConformanceError(f"{meta_path}: not JSON (truncated file?)") from None
     return Run(path, records, meta)
 
 
@@ -162,7 +169,8 @@ def plot(runs: list[Run], width: int = 900, height: int = 260) -> str:
     lane = (width - 60) / len(checks)
 
     def y(value: float) -> float:
-        exponent = math.log10(max(value, 10**bottom))
+        # inf (shapes differ) and NaN (NaN logits) are the worst a result can be: drawn at the top.
+        exponent = math.log10(max(value, 10**bottom)) if math.isfinite(value) else top
         return 10 + (top - min(exponent, top)) / (top - bottom) * (height - 60)
 
     parts = [
@@ -226,13 +234,25 @@ def _templates() -> Any:
     return Environment(loader=loader, autoescape=select_autoescape())
 
 
+def _json_safe(value: Any) -> Any:
+    """inf and NaN as strings: JSON.parse in the page rejects the bare Infinity/NaN Python writes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def render(runs: list[Run], output: Path) -> Path:
     """Write the report page for `runs` (one column group each) and return its path."""
     grid = matrix(runs)
     # Versions are in the header, once per run: kept out of every record to keep the page small.
     # One map per run: the same case and check appears in every run, with that run's own result.
     details = [
-        {record_key(r): {k: v for k, v in r.items() if k != "versions"} for r in run.records} for run in runs
+        {record_key(r): _json_safe({k: v for k, v in r.items() if k != "versions"}) for r in run.records}
+        for run in runs
     ]
     page = (
         _templates()
@@ -247,7 +267,7 @@ def render(runs: list[Run], output: Path) -> Path:
             checks=sorted({r["check"] for run in runs for r in run.records}),
             implementations=sorted({r["implementation"] for run in runs for r in run.records}),
             families=list(dict.fromkeys(row[0] for row in grid["rows"])),
-            details=json.dumps(details, sort_keys=True),
+            details=json.dumps(details, sort_keys=True, allow_nan=False),
             links=json.dumps(expectation_links(), sort_keys=True),
         )
     )

@@ -115,6 +115,43 @@ def test_bad_results_files_get_one_line_and_exit_2(tmp_path, capsys, content, wo
     assert main(["diff", str(path), str(path)]) == EXIT_BAD_INPUT
 
 
+def _first_record(run: Path) -> dict:
+    return json.loads((run / "results.jsonl").read_text().splitlines()[0])
+
+
+def test_a_bad_field_or_run_json_gets_one_line_and_exit_2(real_run, tmp_path, capsys):
+    record = {**_first_record(real_run), "flags": "tT"}
+    (tmp_path / "results.jsonl").write_text(json.dumps(record) + "\n")
+    assert main(["report", str(tmp_path / "results.jsonl"), "-o", str(tmp_path / "x.html")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "field 'flags'" in err, err
+    (tmp_path / "results.jsonl").write_text((real_run / "results.jsonl").read_text())
+    (tmp_path / "run.json").write_text('{"versions": {')
+    assert main(["report", str(tmp_path / "results.jsonl"), "-o", str(tmp_path / "x.html")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run.json: not JSON" in err, err
+
+
+def test_infinite_and_nan_differences_keep_the_page_valid(real_run, tmp_path):
+    # diff() gives inf for logits of another shape; NaN logits give NaN. Bare NaN would break JSON.parse.
+    lines = (real_run / "results.jsonl").read_text().splitlines()
+    numeric = [n for n, line in enumerate(lines) if json.loads(line)["max_abs_diff"] is not None][:2]
+    for n, value in zip(numeric, (float("inf"), float("nan")), strict=True):
+        lines[n] = json.dumps({**json.loads(lines[n]), "max_abs_diff": value, "outcome": "diverged-silent"})
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    page = report.render([report.load(tmp_path / "results.jsonl")], tmp_path / "index.html").read_text()
+    embedded = page.split('<script type="application/json" id="data-records">')[1].split("</script>")[0]
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} in the page's JSON: JSON.parse rejects it")
+
+    shown = {r["max_abs_diff"] for r in json.loads(embedded, parse_constant=strict)[0].values()}
+    assert {"inf", "nan"} <= shown
+    svg = page.split("<svg")[1].split("</svg>")[0]
+    assert 'cy="nan"' not in svg and 'cy="inf"' not in svg, "every point has a position"
+    assert svg.count('cy="10.0"') >= 2, "inf and NaN are drawn at the top, as the worst results"
+
+
 def test_diff_of_two_real_runs(real_run, tmp_path, capsys, monkeypatch):
     # The second run adds a recipe, drops one, and loses the expectations: changed verdicts.
     cases = tmp_path / "cases"
