@@ -7,6 +7,7 @@ import datetime
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from conformance import cases, execution, expectations, families, generators, implementations, report, results
@@ -104,20 +105,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     old, new = report.load(Path(args.old)), report.load(Path(args.new))
     rows = report.diff(old, new)
-    counts = {
-        status: sum(r["status"] == status for r in rows)
-        for status in (report.ADDED, report.REMOVED, report.CHANGED, report.UNCHANGED)
-    }
-    print(" ".join(f"{status} {count}" for status, count in counts.items()))
+    counts = Counter(r["status"] for r in rows)
+    print(" ".join(f"{status} {counts[status]}" for status in report.STATUSES))
     for (before, after), count in report.transitions(rows).most_common():
         print(f"  {count:>6}  {before} -> {after}")
     for row in rows:
         if row["status"] == report.UNCHANGED:
             continue
-        a, b = row["old"], row["new"]
-        change = f"{a['outcome']}/{a['verdict']}" if a else "-"
-        change += f" -> {b['outcome']}/{b['verdict']}" if b else " -> -"
-        print(f"  {row['status']:<8} {row['key']}: {change}")
+        print(f"  {row['status']:<8} {row['key']}: {report.state(row['old'])} -> {report.state(row['new'])}")
     print(f"diff: {report.render_diff(old, new, rows, Path(args.output))}")
     return EXIT_OK
 

@@ -24,6 +24,11 @@ class TieFlags:
         return {"top": self.top, "text": self.text}
 
     @classmethod
+    def from_record(cls, flags: dict[str, bool | None]) -> TieFlags:
+        """The inverse of `as_record`: the `flags` field of a results record."""
+        return cls(flags["top"], flags.get("text"))
+
+    @classmethod
     def parse(cls, text: str) -> TieFlags:
         match = _ID.fullmatch(text)
         if match is None:

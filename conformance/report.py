@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import ConformanceError
+from conformance.expectations import EXPECTED, UNEXPECTED, UNEXPECTED_PASS
+from conformance.flags import TieFlags
 from conformance.outcomes import CRASHED, OUTCOMES, PASS, REFUSED, SILENT, SKIPPED, WARNED
 from conformance.results import RUN_FILE
 
@@ -94,11 +96,6 @@ def load(path: Path) -> Run:
     return Run(path, records, meta)
 
 
-def flag_id(flags: dict[str, bool | None]) -> str:
-    top = f"t{'T' if flags['top'] else 'F'}"
-    return top if flags.get("text") is None else f"{top}-x{'T' if flags['text'] else 'F'}"
-
-
 def worst(outcomes: list[str]) -> str:
     return min(outcomes, key=SEVERITY.index) if outcomes else SKIPPED
 
@@ -114,28 +111,25 @@ class Cell:
     @property
     def marks(self) -> list[str]:
         verdicts = {r["verdict"] for r in self.records}
-        marks = []
-        if "unexpected" in verdicts:
-            marks.append("unexpected")
-        elif "expected" in verdicts:
-            marks.append("expected")
-        if "unexpected-pass" in verdicts:
-            marks.append("unexpected-pass")
-        return marks
+        border = _border(verdicts)
+        return ([border] if border else []) + ([UNEXPECTED_PASS] if UNEXPECTED_PASS in verdicts else [])
 
     @property
     def keys(self) -> str:
         return " ".join(record_key(r) for r in self.records)
 
     def by_check(self) -> dict[str, str]:
-        """Worst outcome and verdict per check, for the page's check filter."""
+        """Worst outcome and border mark per check, for the page's check filter."""
         out: dict[str, str] = {}
         for check in dict.fromkeys(r["check"] for r in self.records):
             mine = [r for r in self.records if r["check"] == check]
-            verdicts = {r["verdict"] for r in mine}
-            mark = "unexpected" if "unexpected" in verdicts else "expected" if "expected" in verdicts else ""
-            out[check] = f"{worst([r['outcome'] for r in mine])}|{mark}"
+            out[check] = f"{worst([r['outcome'] for r in mine])}|{_border({r['verdict'] for r in mine})}"
         return out
+
+
+def _border(verdicts: set[str]) -> str:
+    """The cell's border: any unexpected result outweighs the expected ones."""
+    return UNEXPECTED if UNEXPECTED in verdicts else EXPECTED if EXPECTED in verdicts else ""
 
 
 def matrix(runs: list[Run]) -> dict[str, Any]:
@@ -145,7 +139,7 @@ def matrix(runs: list[Run]) -> dict[str, Any]:
     cells: dict[tuple, Cell] = {}
     for index, run in enumerate(runs):
         for record in run.records:
-            row = (record["family"], flag_id(record["flags"]))
+            row = (record["family"], TieFlags.from_record(record["flags"]).id)
             column = (record["implementation"], record["recipe"], record["workflow"])
             rows.setdefault(row)
             columns.setdefault(column)
@@ -254,29 +248,32 @@ def render(runs: list[Run], output: Path) -> Path:
         {record_key(r): _json_safe({k: v for k, v in r.items() if k != "versions"}) for r in run.records}
         for run in runs
     ]
-    page = (
-        _templates()
-        .get_template("report.html.j2")
-        .render(
-            runs=runs,
-            grid=grid,
-            style=STYLE,
-            outcomes=OUTCOMES,
-            totals=totals(runs),
-            plot=plot(runs),
-            checks=sorted({r["check"] for run in runs for r in run.records}),
-            implementations=sorted({r["implementation"] for run in runs for r in run.records}),
-            families=list(dict.fromkeys(row[0] for row in grid["rows"])),
-            details=json.dumps(details, sort_keys=True, allow_nan=False),
-            links=json.dumps(expectation_links(), sort_keys=True),
-        )
+    template = _templates().get_template("report.html.j2")
+    page = template.render(
+        runs=runs,
+        grid=grid,
+        style=STYLE,
+        outcomes=OUTCOMES,
+        severity=list(SEVERITY),
+        totals=totals(runs),
+        plot=plot(runs),
+        checks=sorted({r["check"] for run in runs for r in run.records}),
+        implementations=sorted({r["implementation"] for run in runs for r in run.records}),
+        families=list(dict.fromkeys(row[0] for row in grid["rows"])),
+        details=json.dumps(details, sort_keys=True, allow_nan=False),
+        links=json.dumps(expectation_links(), sort_keys=True),
     )
+    return _write(page, output)
+
+
+def _write(page: str, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page)
     return output
 
 
 ADDED, REMOVED, CHANGED, UNCHANGED = "added", "removed", "changed", "unchanged"
+STATUSES = (ADDED, REMOVED, CHANGED, UNCHANGED)
 
 
 def diff(old: Run, new: Run) -> list[dict[str, Any]]:
@@ -300,18 +297,19 @@ def diff(old: Run, new: Run) -> list[dict[str, Any]]:
 
 def transitions(rows: list[dict[str, Any]]) -> Counter:
     """How many changed results went from each old outcome/verdict to each new one: the shape of a diff."""
-    return Counter(
-        (f"{r['old']['outcome']}/{r['old']['verdict']}", f"{r['new']['outcome']}/{r['new']['verdict']}")
-        for r in rows
-        if r["status"] == CHANGED
-    )
+    return Counter((state(r["old"]), state(r["new"])) for r in rows if r["status"] == CHANGED)
+
+
+def state(record: dict[str, Any] | None) -> str:
+    """`outcome/verdict` of a record, `-` where the run has none: what the diff compares."""
+    return "-" if record is None else f"{record['outcome']}/{record['verdict']}"
 
 
 def render_diff(old: Run, new: Run, rows: list[dict[str, Any]], output: Path) -> Path:
     counts = Counter(row["status"] for row in rows)
     template = _templates().get_template("diff.html.j2")
     shape = transitions(rows).most_common()
-    page = template.render(old=old, new=new, rows=rows, counts=counts, transitions=shape, style=STYLE)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(page)
-    return output
+    page = template.render(
+        old=old, new=new, rows=rows, counts=counts, statuses=STATUSES, transitions=shape, style=STYLE
+    )
+    return _write(page, output)

@@ -249,7 +249,7 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
             subject = Subject(
                 record.implementation,
                 record.family,
-                _flag_id(record.flags),
+                TieFlags.from_record(record.flags).id,
                 record.recipe,
                 record.workflow,
                 record.check,
@@ -260,7 +260,3 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
             entry = expectation_set.match(subject)
         attach(record, entry, expectations.verdict(record.outcome, entry))
     return records
-
-
-def _flag_id(flags: dict[str, bool | None]) -> str:
-    return TieFlags(flags["top"], flags["text"]).id
