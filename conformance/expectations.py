@@ -15,14 +15,13 @@ from typing import Any
 
 from conformance import casefiles, versions
 from conformance.errors import CaseFileError, UnknownName
-from conformance.outcomes import OUTCOMES, PASS, SKIPPED
+from conformance.outcomes import OUTCOMES, PASS, SKIPPED, SUPPORT, SUPPORTED
 
 CLASSES = ("bug", "limitation")
 NOT_REPORTED = "not reported upstream"
 _NAME_FIELDS = ("family", "flags", "recipe", "workflow", "check")
 _FIELDS = {"id", "when", "outcome", "class", "link", "repro", "reason"}
 _WHEN = {*_NAME_FIELDS, "tied", "support", "versions"}
-SUPPORT = ("supported", "refused-by-design")
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Subject:
     check: str
     tied: bool
     versions: dict[str, str] = field(hash=False)
-    support: str = "supported"
+    support: str = SUPPORTED
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ REFUSED = "refused"
 CRASHED = "crashed"
 SKIPPED = "skipped"
 OUTCOMES = (PASS, WARNED, SILENT, REFUSED, CRASHED, SKIPPED)
+# Whether an implementation builds a family/flag combination at all: where it declares it will not,
+# a refusal is by design and an expectation can say so (`when: support:`).
+SUPPORTED, REFUSED_BY_DESIGN = "supported", "refused-by-design"
+SUPPORT = (SUPPORTED, REFUSED_BY_DESIGN)
 
 # A warning counts as a warning about tying when it names the tie; the load report's bare
 # "MISSING" line does not, which is exactly the silent failure users hit.

@@ -221,7 +221,7 @@ class Engine:
         return re.sub(re.escape(str(self.workspace.root)) + r"[^\s'\"]*", "<tmp>", text)
 
 
-def check_context(case: Case, support: str = "supported") -> oracles.CheckContext:
+def check_context(case: Case, support: str = outcomes.SUPPORTED) -> oracles.CheckContext:
     """What the checks may know about a case before it runs."""
     family = case.family_def()
     # untie-first unties the base before the adapter sees it.

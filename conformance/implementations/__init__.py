@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from conformance import versions
+from conformance import outcomes, versions
 from conformance.cases import Case
 from conformance.errors import UnknownName
 from conformance.families import Family
@@ -23,7 +23,8 @@ from conformance.pipeline import CaseRun, Workspace
 from conformance.recipes import Recipe
 
 ENV_VAR = "CONFORMANCE_IMPL"
-SUPPORTED, REFUSED = nemo.SUPPORTED, nemo.REFUSED  # support: may it build this family/flag combination?
+# support: may it build this family/flag combination?
+SUPPORTED, REFUSED = outcomes.SUPPORTED, outcomes.REFUSED_BY_DESIGN
 Runner = Callable[[Case, Recipe, torch.dtype, Workspace], CaseRun]
 NATIVE_CHECKS = (
     "tie-status",

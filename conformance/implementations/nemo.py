@@ -21,6 +21,7 @@ from conformance.cases import Case
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
 from conformance.implementations.native import Provider
+from conformance.outcomes import REFUSED_BY_DESIGN, SUPPORTED
 from conformance.pipeline import CaseRun, Workspace, logits
 from conformance.recipes import Recipe
 
@@ -41,7 +42,6 @@ _BACKEND = {
     "enable_hf_state_dict_adapter": True,
     "rope_fusion": False,
 }
-REFUSED, SUPPORTED = "refused-by-design", "supported"
 
 
 @functools.cache
@@ -68,7 +68,7 @@ def support(family: Family, flags: TieFlags) -> str:
     declared = getattr(getattr(model_class(family.name), "tie_word_embeddings_support", None), "name", "BOTH")
     tied = family.expected_tied(flags)
     if (declared == "TIED_ONLY" and not tied) or (declared == "UNTIED_ONLY" and tied):
-        return REFUSED
+        return REFUSED_BY_DESIGN
     return SUPPORTED
 
 
