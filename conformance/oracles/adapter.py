@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.oracles.base import Check, CheckContext, Measurement, diff, fixed, logits_check
+from conformance.oracles.base import (
+    Check,
+    CheckContext,
+    Measurement,
+    diff,
+    fixed,
+    head_key_problem,
+    logits_check,
+    tie_word,
+)
 
 
 def _adapter_effect(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
@@ -14,19 +23,15 @@ def _adapter_effect(art: dict[str, Any], tol: float | None, ctx: CheckContext) -
 
 def _tie_consistency(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
     expected = ctx.family.expected_tied(art["saved_flags"])
-    has_head = any(key.endswith("lm_head.weight") for key in art["checkpoint_keys"])
     problems = []
     if art["reloaded_tied"] != expected:
-        state = "tied" if art["reloaded_tied"] else "untied"
         problems.append(
-            f"reloaded model is {state} but the HF rule on the saved config says "
-            f"{'tied' if expected else 'untied'}"
+            f"reloaded model is {tie_word(art['reloaded_tied'])} but the HF rule on the saved config says "
+            f"{tie_word(expected)}"
         )
-    if has_head == expected:
-        problems.append(
-            f"lm_head.weight {'is' if has_head else 'is not'} in the checkpoint of a "
-            f"{'tied' if expected else 'untied'} model"
-        )
+    head = head_key_problem(art["checkpoint_keys"], expected)
+    if head:
+        problems.append(head)
     if art["missing_keys"]:
         problems.append(f"missing keys on reload: {', '.join(art['missing_keys'])}")
     return Measurement(

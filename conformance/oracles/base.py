@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from conformance.outcomes import SUPPORTED
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -24,7 +26,7 @@ class CheckContext:
     workflow: str
     tied: bool  # the HF rule on the config of the model under test (untie-first: never)
     ensure_weight_tying: bool
-    support: str = "supported"  # or "refused-by-design": the implementation declares it will not build it
+    support: str = SUPPORTED  # or REFUSED_BY_DESIGN: the implementation declares it will not build it
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,18 @@ def logits_check(left: str, right: str, what: str) -> Callable[..., Measurement]
         return Measurement(gap <= tol, gap, f"max |Δlogits| {what} = {gap:.3g} (tolerance {tol:g})")
 
     return evaluate
+
+
+def tie_word(tied: bool) -> str:
+    return "tied" if tied else "untied"
+
+
+def head_key_problem(checkpoint_keys: list[str], tied: bool) -> str | None:
+    """A tied model's checkpoint leaves lm_head.weight out (the loader re-ties); an untied one needs it."""
+    has_head = any(key.endswith("lm_head.weight") for key in checkpoint_keys)
+    if has_head != tied:
+        return None
+    return f"lm_head.weight {'is' if has_head else 'is not'} in the checkpoint of a {tie_word(tied)} model"
 
 
 def fixed(*names: str) -> Callable[[str], tuple[str, ...]]:

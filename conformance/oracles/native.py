@@ -4,27 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.oracles.base import Check, CheckContext, Measurement, diff, fixed, logits_check
-
-REFUSED = "refused-by-design"
-
-
-def _word(tied: bool) -> str:
-    return "tied" if tied else "untied"
+from conformance.oracles.base import (
+    Check,
+    CheckContext,
+    Measurement,
+    diff,
+    fixed,
+    head_key_problem,
+    logits_check,
+    tie_word,
+)
+from conformance.outcomes import REFUSED_BY_DESIGN
 
 
 def _tie_status(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
     rule, hf, impl = ctx.tied, art["hf_tied"], art["impl_tied"]
     problems = []
-    if ctx.support == REFUSED:
-        problems.append(f"declared refused-by-design, yet it built a model ({_word(impl)})")
+    if ctx.support == REFUSED_BY_DESIGN:
+        problems.append(f"declared refused-by-design, yet it built a model ({tie_word(impl)})")
     if hf != rule:
-        problems.append(f"the HF model is {_word(hf)} but the HF rule for this config says {_word(rule)}")
+        problems.append(
+            f"the HF model is {tie_word(hf)} but the HF rule for this config says {tie_word(rule)}"
+        )
     if impl != hf:
         problems.append(
-            f"the model is {_word(impl)} (lm_head vs the embedding its forward uses) but HF's is {_word(hf)}"
+            f"the model is {tie_word(impl)} (lm_head vs the embedding its forward uses) "
+            f"but HF's is {tie_word(hf)}"
         )
-    return Measurement(not problems, None, "; ".join(problems) or f"{_word(impl)}, as HF and the rule")
+    return Measurement(not problems, None, "; ".join(problems) or f"{tie_word(impl)}, as HF and the rule")
 
 
 def _retie(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
@@ -43,12 +50,8 @@ def _retie(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measure
 
 def _checkpoint_roundtrip(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
     expected = ctx.family.expected_tied(art["saved_flags"])
-    has_head = any(key.endswith("lm_head.weight") for key in art["checkpoint_keys"])
-    problems = []
-    if has_head == expected:
-        problems.append(
-            f"lm_head.weight {'is' if has_head else 'is not'} in the checkpoint of a {_word(expected)} model"
-        )
+    head = head_key_problem(art["checkpoint_keys"], expected)
+    problems = [head] if head else []
     worst = 0.0
     for who, tied_key, logits_key in (
         ("HF", "hf_reload_tied", "hf_reload_logits"),
@@ -56,7 +59,8 @@ def _checkpoint_roundtrip(art: dict[str, Any], tol: float | None, ctx: CheckCont
     ):
         if art[tied_key] != expected:
             problems.append(
-                f"{who} reload is {_word(art[tied_key])}, the rule on the saved config says {_word(expected)}"
+                f"{who} reload is {tie_word(art[tied_key])}, "
+                f"the rule on the saved config says {tie_word(expected)}"
             )
         gap = diff(art[logits_key], art["impl_logits"])
         worst = max(worst, gap)
@@ -71,7 +75,9 @@ def _hf_checkpoint_load(art: dict[str, Any], tol: float | None, ctx: CheckContex
     gap = diff(art["hf_checkpoint_logits"], art["hf_logits"])
     problems = [f"max |Δlogits| vs HF {gap:.3g} (tolerance {tol:g})"] if gap > tol else []
     if art["hf_checkpoint_tied"] != art["hf_tied"]:
-        problems.append(f"loaded {_word(art['hf_checkpoint_tied'])}, HF's model is {_word(art['hf_tied'])}")
+        problems.append(
+            f"loaded {tie_word(art['hf_checkpoint_tied'])}, HF's model is {tie_word(art['hf_tied'])}"
+        )
     return Measurement(
         not problems, gap, "; ".join(problems) or f"HF's logits (max |Δ| {gap:.3g}) and tie status"
     )
