@@ -75,11 +75,7 @@ class Workspace:
 
     def model(self, key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         """A private copy of the model `build` makes; the deep copy keeps shared (tied) tensors shared."""
-        if not self.reuse:
-            return build()
-        if key not in self._models:
-            self._models[key] = build()
-        return copy.deepcopy(self._models[key])
+        return copy.deepcopy(self.shared(key, build)) if self.reuse else build()
 
     def shared(self, key: tuple, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         """One model reused as is by every case (callers overwrite all its weights before use)."""
@@ -171,8 +167,6 @@ def merge_save_reload(
     run: CaseRun, model: torch.nn.Module, family: Family, folder: Path, ids: torch.Tensor, dtype: torch.dtype
 ) -> None:
     """merge_and_unload -> save_pretrained -> from_pretrained, with every artifact the checks compare."""
-    from transformers import AutoModelForCausalLM
-
     vocab = model.config.get_text_config().vocab_size
     with run.step("merge"):
         merged = model.merge_and_unload()
@@ -185,9 +179,7 @@ def merge_save_reload(
         run.put("saved_flags", saved_flags(folder / "merged", family))
 
     with run.step("reload"):
-        reloaded, info = AutoModelForCausalLM.from_pretrained(
-            folder / "merged", output_loading_info=True, **load_kwargs(family, dtype)
-        )
+        reloaded, info = load_hf(folder / "merged", family, dtype, output_loading_info=True)
         reloaded.eval()
         run.put("reloaded_tied", is_tied(reloaded))
         run.put("missing_keys", sorted(info.get("missing_keys", [])))
@@ -198,6 +190,13 @@ def merge_save_reload(
 def load_kwargs(family: Family, dtype: torch.dtype) -> dict:
     """from_pretrained kwargs for a family at a dtype."""
     return {dtype_kwarg(): dtype, **family.load_kwargs}
+
+
+def load_hf(folder: Path, family: Family, dtype: torch.dtype, **extra: Any) -> Any:
+    """transformers' `AutoModelForCausalLM.from_pretrained` of a checkpoint, as every workflow loads one."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, **load_kwargs(family, dtype), **extra)
 
 
 def is_tied(model: torch.nn.Module) -> bool:

@@ -45,8 +45,6 @@ def run(case: Case, provider: Provider, workspace: Workspace) -> CaseRun:
 
 
 def _steps(run: CaseRun, provider: Provider, workspace: Workspace, folder: Path) -> None:
-    from transformers import AutoModelForCausalLM
-
     case, family = run.case, run.case.family_def()
     fp32, fp64 = torch.float32, torch.float64
 
@@ -80,7 +78,7 @@ def _steps(run: CaseRun, provider: Provider, workspace: Workspace, folder: Path)
         run.put("saved_flags", pipeline.saved_flags(saved, family))
 
     with run.step("reload-hf"):
-        by_hf = AutoModelForCausalLM.from_pretrained(saved, **pipeline.load_kwargs(family, fp32)).eval()
+        by_hf = pipeline.load_hf(saved, family, fp32).eval()
         run.put("hf_reload_tied", is_tied(by_hf))
         run.put("hf_reload_logits", logits(by_hf, ids))
 
@@ -122,9 +120,7 @@ class HFProvider:
         return folder
 
     def load(self, family: Family, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(folder, **pipeline.load_kwargs(family, dtype))
+        return pipeline.load_hf(folder, family, dtype)
 
     def tie_weights(self, model: torch.nn.Module) -> None:
         model.tie_weights()

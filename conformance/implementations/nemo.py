@@ -160,7 +160,6 @@ def run_lora(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
 def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
     from nemo_automodel.components._peft.lora import PeftConfig, apply_lora_to_linear_modules
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     case, family = run.case, run.case.family_def()
     key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
@@ -191,7 +190,7 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
         )
 
     with run.step("load-adapter"):
-        fresh = AutoModelForCausalLM.from_pretrained(hf_dir, **pipeline.load_kwargs(family, dtype))
+        fresh = pipeline.load_hf(hf_dir, family, dtype)
         loaded = PeftModel.from_pretrained(fresh, folder / "lora" / "model").eval()
         run.put("adapter_logits", logits(loaded, ids))
 

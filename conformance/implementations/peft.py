@@ -22,10 +22,8 @@ def run(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) ->
 
 def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
     from peft import PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     case, family = run.case, run.case.family_def()
-    load_kwargs = pipeline.load_kwargs(family, dtype)
     base_key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
 
     with run.step("build"):
@@ -41,7 +39,7 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
     if case.workflow == "untie-first":
         with run.step("untie"):
             # The documented workaround: load untied, then give lm_head its own copy of the embedding.
-            base = AutoModelForCausalLM.from_pretrained(base_dir, tie_word_embeddings=False, **load_kwargs)
+            base = pipeline.load_hf(base_dir, family, dtype, tie_word_embeddings=False)
             head = base.get_output_embeddings()
             head.weight = torch.nn.Parameter(base.get_input_embeddings().weight.detach().clone())
             base.eval()
@@ -79,7 +77,7 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
         with run.step("save-adapter"):
             model.save_pretrained(folder / "adapter")
         with run.step("load-adapter"):
-            fresh = AutoModelForCausalLM.from_pretrained(base_dir, **load_kwargs)
+            fresh = pipeline.load_hf(base_dir, family, dtype)
             loaded = PeftModel.from_pretrained(fresh, folder / "adapter").eval()
             run.put("adapter_logits", logits(loaded, ids))
             run.put("gap_final", effective.tie_gap(loaded, vocab))
