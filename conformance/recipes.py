@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,10 +80,19 @@ class Recipe:
         alpha = self.lora.get("lora_alpha", 8)
         return alpha / (r**0.5) if self.lora.get("use_rslora") else alpha / r
 
+    def adapter_kwargs(self) -> dict[str, Any]:
+        """A private deep copy of the adapter config kwargs, for one case.
+
+        Libraries edit the lists they are given: PEFT's ensure_weight_tying rewrites
+        modules_to_save=["lm_head"] in place to the embedding's path. On the shared, cached recipe that
+        edit would reach every later case in the process, so results would depend on case order.
+        """
+        return copy.deepcopy(self.adapter)
+
     def peft_config(self) -> Any:
         from peft import LoraConfig
 
-        return LoraConfig(**self.lora)
+        return LoraConfig(**(self.adapter_kwargs() if self.kind == "lora" else {}))
 
     def runs_on(self, implementation: str, family: str) -> bool:
         return implementation in self.implementations and (self.families is None or family in self.families)

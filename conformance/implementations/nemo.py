@@ -176,7 +176,7 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
 
     with run.step("wrap"):
         torch.manual_seed(case.seed)
-        peft_config = PeftConfig(**recipe.adapter)
+        peft_config = PeftConfig(**recipe.adapter_kwargs())
         apply_lora_to_linear_modules(model, peft_config)
 
     with run.step("train"):

@@ -179,3 +179,26 @@ def test_same_seed_same_results_file_in_one_process_or_two(tmp_path):
         assert done.returncode == EXIT_OK, done.stdout[-2000:] + done.stderr[-2000:]
     first = (tmp_path / "a" / "results.jsonl").read_bytes()
     assert first and first == (tmp_path / "b" / "results.jsonl").read_bytes()
+
+
+def test_a_case_does_not_change_the_next_one_in_the_same_process():
+    # PEFT's ensure_weight_tying rewrites modules_to_save=["lm_head"] in place; if that reached the
+    # shared recipe, mts_head would run with the embedding saved instead, depending on case order.
+    from conformance import recipes
+    from conformance.runner import Engine, Selection, plan
+
+    def by_check(engine, case):
+        return {r.check: (r.outcome, r.max_abs_diff) for r in engine.records(case)}
+
+    selection = Selection(families=["llama"], recipes=["mts_head", "mts_head_ewt"], workflows=["merge"])
+    planned = {case.case_id: case for case in plan(selection)}
+    tied = "peft-llama-tT-mts_head{}-merge@v128.h32.i64.L2.H2.K1.s0"
+    alone, after = Engine(Selection()), Engine(Selection())
+    try:
+        expected = by_check(alone, planned[tied.format("")])
+        after.records(planned[tied.format("_ewt")])
+        assert recipes.load().get("mts_head").adapter["modules_to_save"] == ["lm_head"]
+        assert by_check(after, planned[tied.format("")]) == expected
+    finally:
+        alone.close()
+        after.close()
