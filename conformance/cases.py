@@ -11,12 +11,11 @@ import re
 from dataclasses import dataclass
 
 from conformance import families
+from conformance.contract import WORKFLOWS
 from conformance.errors import ConformanceError
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
 
-# Every workflow any implementation runs (each implementation declares its own subset).
-WORKFLOWS = ("merge", "adapter", "untie-first", "native", "lora-merge")
 _SEED = re.compile(r"(.*)\.s(\d+)")
 
 

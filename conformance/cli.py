@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance run | repro | report | diff | list`."""
+"""Command line: `python -m conformance run | repro | report | diff | gate | list`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from conformance import cases, execution, expectations, families, generators, implementations, report, results
-from conformance import recipes as recipe_book
+from conformance.contract import PROFILES, WORKFLOWS
 from conformance.errors import ConformanceError
-from conformance.runner import Engine, Selection, expect, plan, vocabulary
-from conformance.versions import installed
+from conformance.versions import installed, sources
+
+# The verbs that only read results (report, diff, gate) import neither torch nor transformers, so a
+# maintainer can render a gate's or a nightly's artifacts anywhere: the engine is imported per verb.
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -30,17 +32,25 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_default_handler()
 
 
-def header(selection: Selection) -> None:
+def header(selection: Any) -> None:
+    from conformance import implementations
+
     impls = ", ".join(i.name for i in implementations.selected(selection.implementations))
     pkgs = " ".join(f"{k}=={v}" for k, v in installed().items())
     print(f"conformance: implementations {impls} | profile {selection.profile} | seed {selection.seed}")
     print(f"conformance: {pkgs}")
+    for name, source in sources().items():
+        print(f"conformance: {name} from {source}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from conformance import execution, expectations, implementations, report, results
+    from conformance.runner import Selection, expect, plan, vocabulary
+
     selection = Selection(
         args.impl, args.family, args.recipe, args.workflow, args.check, args.profile, args.seed
     )
+    jobs = args.jobs or execution.default_jobs()
     planned = plan(selection)
     header(selection)
     _quiet_libraries()
@@ -48,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     known = expectations.load(vocabulary())
     records: list[results.Record] = []
     started = time.perf_counter()
-    for case_records in execution.judge_all(planned, selection, args.jobs):
+    for case_records in execution.judge_all(planned, selection, jobs):
         records.extend(expect(case_records, known))
     elapsed = time.perf_counter() - started
     chosen = implementations.selected(selection.implementations)
@@ -62,11 +72,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         "profile": selection.profile,
         "seed": selection.seed,
         "implementations": sorted(impls),
+        # What `gate` requires two runs to share before it compares them cell by cell.
+        "selection": {
+            "implementations": sorted(impls),
+            "families": sorted(selection.families),
+            "recipes": sorted(selection.recipes),
+            "workflows": sorted(selection.workflows),
+            "checks": sorted(selection.checks),
+            "profile": selection.profile,
+            "seed": selection.seed,
+        },
         "versions": installed(),
+        "sources": sources(),
         "cases": len(planned),
         "results": len(records),
         "seconds": round(elapsed, 2),
-        "jobs": args.jobs,
+        "jobs": jobs,
         "unused_expectations": [e.id for e in unused],
     }
     path = results.write(records, Path(args.out), meta)
@@ -80,7 +101,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
+    from conformance import cases, expectations, implementations
+    from conformance import recipes as recipe_book
+    from conformance.runner import Engine
+
     case = cases.parse(args.case_id, list(implementations.REGISTRY), list(recipe_book.load().recipes))
+    if args.standalone:
+        from conformance import standalone
+
+        sys.stdout.write(standalone.script(case))
+        return EXIT_OK
     _quiet_libraries()
     engine = Engine()
     try:
@@ -97,12 +127,16 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from conformance import report
+
     runs = [report.load(Path(p)) for p in args.results]
     print(f"report: {report.render(runs, Path(args.output))}")
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from conformance import report
+
     old, new = report.load(Path(args.old)), report.load(Path(args.new))
     rows = report.diff(old, new)
     counts = Counter(r["status"] for r in rows)
@@ -117,7 +151,32 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from conformance import gate, report
+
+    baseline, candidate = report.load(Path(args.baseline)), report.load(Path(args.candidate))
+    changes = gate.compare(baseline, candidate)
+    for line in gate.side_lines(baseline, "baseline") + gate.side_lines(candidate, "candidate"):
+        print(f"gate: {line}")
+    counts = gate.counts(changes)
+    print("gate: " + " · ".join(f"{status} {counts.get(status, 0)}" for status in gate.STATUSES))
+    for status in gate.STATUSES:
+        shown = [c for c in changes if c.status == status]
+        if status == gate.UNCHANGED or not shown:
+            continue
+        print(f"\n{status.upper()} ({len(shown)}){': fails the gate' if status in gate.FAILING else ''}")
+        for change in shown:
+            print(f"  {change.line()}")
+    failed = any(c.fails for c in changes)
+    page = gate.render(baseline, candidate, changes, Path(args.output))
+    print(f"\ngate: {'REGRESSION' if failed else 'no regression'}; page: {page}")
+    return EXIT_UNEXPECTED if failed else EXIT_OK
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from conformance import families, implementations
+    from conformance import recipes as recipe_book
+
     book = recipe_book.load()
     print("families:")
     for family in families.all_families():
@@ -131,7 +190,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for impl in implementations.REGISTRY.values():
         reason = impl.unavailable()
         print(f"  {impl.name:<16} {'unavailable: ' + reason if reason else impl.about}")
-    print("workflows:", ", ".join(cases.WORKFLOWS))
+    print("workflows:", ", ".join(WORKFLOWS))
     return EXIT_OK
 
 
@@ -147,14 +206,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--profile",
         default=os.environ.get("HYPOTHESIS_PROFILE", "ci"),
-        help=f"hypothesis profile: {', '.join(generators.PROFILES)} (default ci)",
+        help=f"hypothesis profile: {', '.join(PROFILES)} (default ci)",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of the canonical configs and of non-ci draws")
     run.add_argument("--out", default="reports", help="output folder (default reports/)")
     run.add_argument(
         "--jobs",
         type=int,
-        default=execution.default_jobs(),
+        default=0,
         help="worker processes (default: one per core, at most 4)",
     )
     run.add_argument("--no-report", action="store_true", help="skip writing index.html beside the results")
@@ -166,6 +225,11 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     repro = sub.add_parser("repro", help="rerun one case by its case id")
     repro.add_argument("case_id")
+    repro.add_argument(
+        "--standalone",
+        action="store_true",
+        help="print a self-contained script (torch, transformers and the package under test only) instead",
+    )
     repro.set_defaults(func=cmd_repro)
     page = sub.add_parser("report", help="render results files as one HTML page")
     page.add_argument(
@@ -181,6 +245,13 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("new")
     compare.add_argument("-o", "--output", default="reports/diff.html")
     compare.set_defaults(func=cmd_diff)
+    gating = sub.add_parser(
+        "gate", help="PR gate: a candidate run against a baseline run, cell by cell; exit 1 on a regression"
+    )
+    gating.add_argument("baseline", help="results.jsonl of the baseline (e.g. the newest release)")
+    gating.add_argument("candidate", help="results.jsonl of the candidate (e.g. the pull request's build)")
+    gating.add_argument("-o", "--output", default="reports/gate.html")
+    gating.set_defaults(func=cmd_gate)
     listing = sub.add_parser("list", help="families, recipes and what the installed versions allow")
     listing.set_defaults(func=cmd_list)
     return top

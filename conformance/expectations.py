@@ -69,7 +69,7 @@ class Expectation:
 
     def versions_match(self, installed: dict[str, str]) -> bool:
         return all(
-            versions.satisfies(pkg, versions.parse_spec(spec, self.source), installed)
+            versions.satisfies(pkg, versions.parse_spec(spec, self.source), installed, releases_only=True)
             for pkg, spec in self.version_specs.items()
         )
 
@@ -85,7 +85,7 @@ class Vocabulary:
     check: tuple[str, ...]
 
 
-def load_file(path: Path, implementation: str, vocab: Vocabulary) -> list[Expectation]:
+def load_file(path: Path, implementation: str, vocab: Vocabulary | None) -> list[Expectation]:
     data = casefiles.load(path)
     if data is None:
         return []
@@ -100,7 +100,7 @@ def load_file(path: Path, implementation: str, vocab: Vocabulary) -> list[Expect
     return found
 
 
-def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary) -> Expectation:
+def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary | None) -> Expectation:
     entry = casefiles.Fields(raw, where, _FIELDS)
     ident = entry.get("id", str)
     entry.where = where = f"{where}({ident})"
@@ -110,8 +110,8 @@ def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary) -> Expe
         globs = when.names(name, None)
         if globs is None:
             continue
-        known = getattr(vocab, name)
-        for glob in globs:
+        known = getattr(vocab, name) if vocab is not None else None
+        for glob in globs if known is not None else ():
             if not fnmatch.filter(known, glob):
                 raise UnknownName(name, glob, list(known), when.at(name))
         names[name] = tuple(globs)
@@ -176,14 +176,16 @@ class ExpectationSet:
 
 
 @functools.cache
-def _load_all(folder: Path, vocab: Vocabulary) -> tuple[Expectation, ...]:
+def _load_all(folder: Path, vocab: Vocabulary | None) -> tuple[Expectation, ...]:
     entries: list[Expectation] = []
     for path in sorted(folder.glob("*.yaml")):
         entries.extend(load_file(path, path.stem, vocab))
     return tuple(entries)
 
 
-def load(vocab: Vocabulary, folder: Path | None = None) -> ExpectationSet:
+def load(vocab: Vocabulary | None, folder: Path | None = None) -> ExpectationSet:
+    """The expectation files; names are checked against `vocab` (None: not checked, for readers of
+    results such as the report, which must not import the engine to learn the known names)."""
     folder = folder or casefiles.cases_dir() / "expectations"
     return ExpectationSet(list(_load_all(folder, vocab)))
 

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from conformance.families import Family, Knobs
 
-PROFILES = ("dev", "ci", "nightly")
 # Generated configs per family that `conformance run` adds to the canonical one. The `ci` gate runs the
 # canonical configs only, to stay within a minute on two cores; `tox -e tests` still runs the
 # derandomized hypothesis property tests over generated configs.

@@ -179,6 +179,9 @@ def merge_save_reload(
         run.put("saved_flags", saved_flags(folder / "merged", family))
 
     with run.step("reload"):
+        # A weight missing from the checkpoint is initialised from the global RNG: seed it here, so its
+        # values do not depend on which cases ran before in this process (or on a standalone repro).
+        torch.manual_seed(run.case.seed)
         reloaded, info = load_hf(folder / "merged", family, dtype, output_loading_info=True)
         reloaded.eval()
         run.put("reloaded_tied", is_tied(reloaded))

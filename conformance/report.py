@@ -7,6 +7,7 @@ the page's script only filters and opens a cell's details.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections import Counter
@@ -183,7 +184,7 @@ def plot(runs: list[Run], width: int = 900, height: int = 260) -> str:
         row = n % 2 if lane < 6 * max(map(len, checks)) else 0
         parts.append(
             f'<text x="{left + lane / 2:.1f}" y="{height - 17 + 12 * row}" text-anchor="middle" '
-            f'font-size="10">{check}</text>'
+            f'font-size="10">{html.escape(str(check))}</text>'
         )
         for tolerance in {r["tolerance"] for r, _ in points if r["check"] == check and r.get("tolerance")}:
             parts.append(
@@ -196,7 +197,7 @@ def plot(runs: list[Run], width: int = 900, height: int = 260) -> str:
             colour = STYLE[record["outcome"]][0]
             parts.append(
                 f'<circle cx="{x:.1f}" cy="{y(record["max_abs_diff"]):.1f}" r="2.5" fill="{colour}" '
-                f'fill-opacity="0.8"><title>{record["case_id"]} (run {run_index + 1}): '
+                f'fill-opacity="0.8"><title>{html.escape(str(record["case_id"]))} (run {run_index + 1}): '
                 f"{record['max_abs_diff']:g}</title></circle>"
             )
     parts.append("</svg>")
@@ -209,11 +210,10 @@ def totals(runs: list[Run]) -> list[Counter]:
 
 def expectation_links() -> dict[str, dict[str, str]]:
     """Expectation id → link, class and reason, from this checkout's cases/ (empty where there is none)."""
-    try:
-        from conformance import expectations
-        from conformance.runner import vocabulary
+    from conformance import expectations
 
-        entries = expectations.load(vocabulary()).entries
+    try:
+        entries = expectations.load(None).entries
     except ConformanceError:
         return {}
     return {e.id: {"link": e.link, "class": e.kind, "reason": e.reason} for e in entries}
@@ -225,7 +225,9 @@ def _templates() -> Any:
     # A path beside this module rather than PackageLoader, which resolves the package through import
     # machinery and failed under pytest here; the file path is the same for a checkout, editable or wheel.
     loader = FileSystemLoader(Path(__file__).parent / "templates")
-    return Environment(loader=loader, autoescape=select_autoescape())
+    # Pages escape every value (their strings come from results files, written by the code under test);
+    # the standalone repro scripts are Python source and are not HTML-escaped.
+    return Environment(loader=loader, autoescape=select_autoescape(["html.j2", "html"], default=False))
 
 
 def _json_safe(value: Any) -> Any:
@@ -237,6 +239,13 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value
+
+
+def script_json(value: Any) -> str:
+    """JSON to embed in a <script type="application/json">: `<`, `>` and `&` as \\u escapes, so no string
+    from a results file can close the element (`</script>`) or open a comment; JSON.parse reads them back."""
+    text = json.dumps(value, sort_keys=True, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render(runs: list[Run], output: Path) -> Path:
@@ -260,8 +269,8 @@ def render(runs: list[Run], output: Path) -> Path:
         checks=sorted({r["check"] for run in runs for r in run.records}),
         implementations=sorted({r["implementation"] for run in runs for r in run.records}),
         families=list(dict.fromkeys(row[0] for row in grid["rows"])),
-        details=json.dumps(details, sort_keys=True, allow_nan=False),
-        links=json.dumps(expectation_links(), sort_keys=True),
+        details=script_json(details),
+        links=script_json(expectation_links()),
     )
     return _write(page, output)
 

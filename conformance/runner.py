@@ -8,7 +8,8 @@ from typing import Any
 
 from conformance import cases, expectations, families, generators, implementations, oracles, outcomes
 from conformance import recipes as recipe_book
-from conformance.cases import WORKFLOWS, Case
+from conformance.cases import Case
+from conformance.contract import PROFILES, WORKFLOWS
 from conformance.errors import ConformanceError
 from conformance.expectations import Subject
 from conformance.flags import TieFlags, combinations
@@ -59,9 +60,9 @@ def validate(selection: Selection) -> None:
             raise ConformanceError(f"--workflow: unknown workflow {name!r}; known: {', '.join(WORKFLOWS)}")
     for name in selection.checks:
         oracles.get(name, "--check")
-    if selection.profile not in generators.PROFILES:
+    if selection.profile not in PROFILES:
         raise ConformanceError(
-            f"--profile: unknown profile {selection.profile!r}; known: {', '.join(generators.PROFILES)}"
+            f"--profile: unknown profile {selection.profile!r}; known: {', '.join(PROFILES)}"
         )
 
 

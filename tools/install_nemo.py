@@ -10,15 +10,26 @@ is tested on its pin). TRANSFORMERS_SPEC overrides that choice, e.g. to run a re
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
 
 
 def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *args], check=True)
+    """pip where the environment has it; else uv (tox-uv and `uv venv` environments come without pip)."""
+    if importlib.util.find_spec("pip") is not None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *args], check=True)
+        return
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        from uv import find_uv_bin  # the nemo environment lists `uv` among its deps
+
+        uv = find_uv_bin()
+    subprocess.run([uv, "pip", "install", "--quiet", "--python", sys.executable, *args], check=True)
 
 
 def pinned_transformers() -> str | None:

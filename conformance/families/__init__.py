@@ -44,15 +44,51 @@ CODES = {
 
 
 @dataclass(frozen=True)
+class ConfigSpec:
+    """A config as one constructor call: a class of `module` and its keyword arguments (specs nest).
+
+    Kept as data so the same call builds the config here and is written out as source in a standalone
+    repro script, where it must give a model with the same weights.
+    """
+
+    cls: str
+    kwargs: dict[str, Any]
+    module: str = "transformers"
+
+    def build(self) -> Any:
+        import importlib
+
+        made = {k: v.build() if isinstance(v, ConfigSpec) else v for k, v in self.kwargs.items()}
+        return getattr(importlib.import_module(self.module), self.cls)(**made)
+
+    def imports(self) -> set[tuple[str, str]]:
+        """(module, class) of this spec and every nested one."""
+        found = {(self.module, self.cls)}
+        for value in self.kwargs.values():
+            if isinstance(value, ConfigSpec):
+                found |= value.imports()
+        return found
+
+    def source(self, indent: int = 0) -> str:
+        """Python source of the constructor call (classes by bare name: see `imports`)."""
+        pad = " " * (indent + 4)
+        args = [
+            f"{pad}{k}={v.source(indent + 4) if isinstance(v, ConfigSpec) else repr(v)},"
+            for k, v in self.kwargs.items()
+        ]
+        return f"{self.cls}(\n" + "\n".join(args) + f"\n{' ' * indent})"
+
+
+@dataclass(frozen=True)
 class Family:
-    """One architecture under test; `config_kwargs` turns knobs into the kwargs of its config class(es)."""
+    """One architecture under test; `config_spec` turns knobs and flags into its config constructor call."""
 
     name: str
     model_class: str  # attribute of the `transformers` module
     nested: bool  # top-level config with a `text_config` carrying its own tie flag
     requires: str  # transformers versions the family exists in
     canonical: Knobs  # the known-good tiny config, always run first; its keys name every knob, in id order
-    config_kwargs: Callable[[Knobs, TieFlags], Any] = field(repr=False)
+    config_spec: Callable[[Knobs, TieFlags], ConfigSpec] = field(repr=False)
     # Which flag rules the tie for the installed transformers: list of (version range, "top" | "text").
     tie_flag_by_version: tuple[tuple[str, str], ...] = ((">=0", "top"),)
     # Extra from_pretrained kwargs every load of this family needs (runtime choices config.json omits).
@@ -83,7 +119,7 @@ class Family:
         return getattr(transformers, self.model_class)
 
     def config(self, knobs: Knobs, flags: TieFlags) -> Any:
-        return self.config_kwargs(knobs, flags)
+        return self.config_spec(knobs, flags).build()
 
     def build(self, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype) -> torch.nn.Module:
         """A freshly initialised model; the seed fixes every base weight.
@@ -143,11 +179,10 @@ class Family:
 def flat(name: str, model_class: str, config_class: str, canonical: Knobs, **fixed: int) -> Family:
     """A family with one flat config whose own `tie_word_embeddings` rules (Llama, Gemma, Qwen2...)."""
 
-    def config(knobs: Knobs, flags: TieFlags) -> Any:
-        import transformers
-
-        cls = getattr(transformers, config_class)
-        return cls(max_position_embeddings=64, tie_word_embeddings=flags.top, **fixed, **knobs)
+    def config(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
+        return ConfigSpec(
+            config_class, {"max_position_embeddings": 64, "tie_word_embeddings": flags.top, **fixed, **knobs}
+        )
 
     return Family(name, model_class, False, ">=4.55", canonical, config)
 

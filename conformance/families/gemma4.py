@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
-from conformance.families import TINY_ATTENTION, Family, Knobs
+from conformance.families import TINY_ATTENTION, ConfigSpec, Family, Knobs
 from conformance.flags import TieFlags
 
 _MOE_KNOBS = ("num_experts", "top_k_experts", "moe_intermediate_size")
@@ -19,35 +18,39 @@ def _layer_types(layers: int, full_every: int) -> list[str]:
     ]
 
 
-def _config(knobs: Knobs, flags: TieFlags, **runtime: str) -> Any:
-    from transformers import Gemma4Config
-    from transformers.models.gemma4.configuration_gemma4 import Gemma4TextConfig
-
+def _config(knobs: Knobs, flags: TieFlags, **runtime: str) -> ConfigSpec:
     text = dict(knobs)
     full_every = text.pop("full_every", 2)
     moe = {name: text.pop(name) for name in _MOE_KNOBS if name in text}
     if moe:
         text.update(enable_moe_block=True, **moe)
-    text_config = Gemma4TextConfig(
-        layer_types=_layer_types(text["num_hidden_layers"], full_every),
-        max_position_embeddings=64,
-        # Left at their defaults these make a "tiny" model enormous (262144-row per-layer embeddings,
-        # 512-wide global heads), so they are always set.
-        hidden_size_per_layer_input=0,
-        vocab_size_per_layer_input=text["vocab_size"],
-        global_head_dim=text.pop("global_head_dim", text["head_dim"]),
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-        tie_word_embeddings=flags.text,
-        **text,
+    text_config = ConfigSpec(
+        "Gemma4TextConfig",
+        {
+            "layer_types": _layer_types(text["num_hidden_layers"], full_every),
+            "max_position_embeddings": 64,
+            # Left at their defaults these make a "tiny" model enormous (262144-row per-layer embeddings,
+            # 512-wide global heads), so they are always set.
+            "hidden_size_per_layer_input": 0,
+            "vocab_size_per_layer_input": text["vocab_size"],
+            "global_head_dim": text.pop("global_head_dim", text["head_dim"]),
+            "pad_token_id": 0,
+            "eos_token_id": 1,
+            "bos_token_id": 2,
+            "tie_word_embeddings": flags.text,
+            **text,
+        },
+        module="transformers.models.gemma4.configuration_gemma4",
     )
-    return Gemma4Config(
-        text_config=text_config,
-        vision_config=None,
-        audio_config=None,
-        tie_word_embeddings=flags.top,
-        **runtime,
+    return ConfigSpec(
+        "Gemma4Config",
+        {
+            "text_config": text_config,
+            "vision_config": None,
+            "audio_config": None,
+            "tie_word_embeddings": flags.top,
+            **runtime,
+        },
     )
 
 
@@ -66,7 +69,7 @@ FAMILIES = [
         nested=True,
         requires=">=5.5",
         canonical=_DENSE,
-        config_kwargs=_config,
+        config_spec=_config,
         tie_flag_by_version=_RULE,
     ),
     Family(
@@ -75,7 +78,7 @@ FAMILIES = [
         nested=True,
         requires=">=5.5",
         canonical={**_DENSE, "num_experts": 4, "top_k_experts": 2, "moe_intermediate_size": 32},
-        config_kwargs=functools.partial(_config, **_EAGER_EXPERTS),
+        config_spec=functools.partial(_config, **_EAGER_EXPERTS),
         load_kwargs=_EAGER_EXPERTS,
         tie_flag_by_version=_RULE,
     ),

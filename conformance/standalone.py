@@ -1,0 +1,121 @@
+"""Standalone repro scripts: one case as a self-contained Python file for an upstream issue.
+
+The script imports only torch, transformers and the package under test (peft, or nemo_automodel). It
+builds the same tiny config through the same constructor call, seeds the same values, runs the same
+workflow steps in the same order and judges the case's checks with the same tolerances, so its numbers
+are the suite's: it prints observed against expected per check and exits 1 where one diverges.
+"""
+
+from __future__ import annotations
+
+import pprint
+from dataclasses import dataclass
+from typing import Any
+
+from conformance import effective, oracles, pipeline
+from conformance import recipes as recipe_book
+from conformance.cases import Case
+from conformance.contract import STANDALONE_WORKFLOWS
+from conformance.errors import ConformanceError
+from conformance.flags import TieFlags
+from conformance.runner import applicable_checks, check_context
+from conformance.versions import installed
+
+
+@dataclass(frozen=True)
+class _Code:
+    """A value whose repr is a bare name, so a config's tie flags become the script's parameters."""
+
+    name: str
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _imports(*pairs: tuple[str, str]) -> list[tuple[str, list[str]]]:
+    by_module: dict[str, set[str]] = {}
+    for module, name in pairs:
+        by_module.setdefault(module, set()).add(name)
+    return [(module, sorted(names)) for module, names in sorted(by_module.items())]
+
+
+def _flag_words(flags: TieFlags) -> list[tuple[str, bool]]:
+    return [("top-level", flags.top)] + ([] if flags.text is None else [("text_config", flags.text)])
+
+
+def script(case: Case) -> str:
+    """The standalone script of `case` (its workflow must be one of STANDALONE_WORKFLOWS)."""
+    if case.workflow not in STANDALONE_WORKFLOWS:
+        raise ConformanceError(
+            f"{case.case_id}: the {case.workflow} workflow has no standalone script (it needs the suite's "
+            f"own steps); rerun it with: {case.repro}"
+        )
+    family = case.family_def()
+    reason = family.unavailable()
+    if reason:
+        raise ConformanceError(f"{case.case_id}: {reason}")
+    recipe = recipe_book.load().get(case.recipe)
+    tolerances = oracles.tolerances()
+    dtype = tolerances.dtype(case.family, case.workflow)
+    checks = [check.name for check in applicable_checks(case)]
+    spec = family.config_spec(case.config, TieFlags(_Code("tied_top"), _Code("tied_text")))  # type: ignore[arg-type]
+    context = check_context(case)
+    versions = installed()
+    shown = ("torch", "transformers", "peft", "nemo-automodel")
+    values: dict[str, Any] = {
+        "case_id": case.case_id,
+        "summary": [
+            f"{family.name} ({family.model_class}), tie flags {case.flags.id}: "
+            + ", ".join(f"{where} tie_word_embeddings={flag}" for where, flag in _flag_words(case.flags)),
+            f"recipe {recipe.name}: {recipe.about or recipe.adapter}",
+            f"workflow {case.workflow}, {str(dtype).removeprefix('torch.')}, seed {case.seed}",
+        ],
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items() if k in shown),
+        "transformers": versions.get("transformers", "?"),
+        "seed": case.seed,
+        "dtype": str(dtype).removeprefix("torch."),
+        "ids": pipeline.inputs(case.config["vocab_size"], case.seed).tolist(),
+        "dtype_kwarg": pipeline.dtype_kwarg(),
+        "load_kwargs": family.load_kwargs,
+        "ruling": family.ruling_flag() if family.nested else "top",
+        "model_class": family.model_class,
+        "flags": case.flags,
+        "config_source": spec.source(indent=4),
+        "tolerances": pprint.pformat(
+            {
+                name: tolerances.for_check(oracles.CHECKS[name], case.family, case.workflow)[1]
+                for name in checks
+            },
+            sort_dicts=False,
+        ),
+        "checks": checks,
+        "workflow": case.workflow,
+        "implementation": case.implementation,
+        "tied": context.tied,
+    }
+    pairs = {*spec.imports(), ("transformers", family.model_class), ("transformers", "AutoModelForCausalLM")}
+    if case.implementation == "peft":
+        pairs |= {("peft", "LoraConfig"), ("peft", "PeftModel"), ("peft", "get_peft_model")}
+        values.update(
+            package="peft",
+            adapter=pprint.pformat(recipe.adapter_kwargs(), sort_dicts=False),
+            touches=tuple(sorted(recipe.touches)),
+            shared=recipe.on_tied_model == "shared",
+            rows=recipe.token_indices(),
+            scaling=recipe.scaling,
+            noise=effective.ADAPTER_SCALE,
+        )
+        template = "repro_peft.py.j2"
+    else:
+        values["package"] = "nemo_automodel" if case.implementation == "nemo-automodel" else "nothing else"
+        if case.implementation == "nemo-automodel":
+            from conformance.implementations import nemo
+
+            module, _, name = nemo.CLASSES[case.family].partition(":")
+            pairs.add((module, f"{name} as NeMoModel"))
+            values.update(backend=pprint.pformat(nemo._BACKEND, sort_dicts=False), impl_class="NeMoModel")
+        template = "repro_native.py.j2"
+    values["imports"] = _imports(*pairs)
+    from conformance.report import _templates
+
+    return _templates().get_template(template).render(**values)

@@ -1,0 +1,111 @@
+"""Standalone repro scripts run on their own and reproduce the suite's own verdicts and numbers.
+
+Each script is written by `repro --standalone`, run in a fresh interpreter that is given no path to the
+suite, and its per-check lines are compared with the suite's records of the same case: the same checks,
+the same holds/diverges, the same max |Δ| to three digits, and exit 1 exactly where one diverges.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conformance import cases, implementations
+from conformance import recipes as recipe_book
+from conformance.cli import EXIT_BAD_INPUT, main
+from conformance.outcomes import PASS
+from conformance.testing import engine
+
+CASES = {
+    # diverges: LoRA on a tied embedding merges into the shared matrix (an expected limitation)
+    "peft-llama-tT-lora_embed-merge@v128.h32.i64.L2.H2.K1.s0": 1,
+    # passes: the control recipe
+    "peft-llama-tF-lora_attn-merge@v128.h32.i64.L2.H2.K1.s0": 0,
+    # nested flags, ensure_weight_tying (tie-preserved at every stage), adapter save/load
+    "peft-gemma4-tT-xF-lora_embed_head_ewt-adapter@v128.h32.i64.L2.H2.K1.d16.g16.w8.f2.s0": 0,
+    # the documented workaround on a scaled embedding, with trainable tokens
+    "peft-gemma-tT-tokens_embed_head_same-untie-first@v128.h32.i64.L2.H2.K1.d16.s0": 0,
+    # diverges silently: trainable tokens with different rows on the tied layers
+    "peft-gemma-tT-tokens_embed_head_diff-merge@v128.h32.i64.L2.H2.K1.d16.s0": 1,
+    # transformers' own classes against the rule, MoE in float64
+    "hf-gemma4-moe-tF-xT-no_adapter-native@v128.h32.i64.L2.H2.K1.d16.g16.w8.f2.E4.k2.m32.s0": 0,
+}
+_LINE = re.compile(r"^(?P<check>[a-z0-9-]+)\s+(?P<verdict>holds|DIVERGES)\s+observed: (?P<observed>.*)$")
+
+
+def parse_case(case_id: str):
+    return cases.parse(case_id, list(implementations.REGISTRY), list(recipe_book.load().recipes))
+
+
+def write_script(case_id: str, folder):
+    from conformance import standalone
+
+    path = folder / f"repro-{list(CASES).index(case_id)}.py"
+    path.write_text(standalone.script(parse_case(case_id)))
+    return path
+
+
+def run_script(path) -> tuple[int, str, str]:
+    folder = path.parent
+    # No PYTHONPATH and another working directory: the script must not reach the suite.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CONFORMANCE_CASES")}
+    done = subprocess.run(
+        [sys.executable, str(path)], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+    return done.returncode, done.stdout, path.read_text()
+
+
+@pytest.fixture(scope="module")
+def scripts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("standalone")
+    # Written here (transformers' lazy imports are not thread-safe), run two at a time.
+    paths = [write_script(case_id, folder) for case_id in CASES]
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(CASES, pool.map(run_script, paths), strict=True))
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_script_reproduces_the_suite(scripts, case_id):
+    code, out, source = scripts[case_id]
+    records = {r.check: r for r in engine().records(parse_case(case_id))}
+    seen = {m["check"]: m for m in map(_LINE.match, out.splitlines()) if m}
+    assert set(seen) == set(records), f"script checks {sorted(seen)} vs suite {sorted(records)}\n{out}"
+    for check, record in records.items():
+        holds = seen[check]["verdict"] == "holds"
+        assert holds == (record.outcome == PASS), (
+            f"{check}: script {seen[check]['verdict']}, suite {record.outcome}"
+        )
+        if record.max_abs_diff is not None:
+            observed = seen[check]["observed"]
+            numbers = [float(n) for n in re.findall(r"(?<![\w.])(\d[\d.]*(?:e[-+]?\d+)?|inf|nan)", observed)]
+            assert any(n == pytest.approx(record.max_abs_diff, rel=5e-3) for n in numbers), (
+                f"{check}: suite max |Δ| {record.max_abs_diff}, script says {observed!r}"
+            )
+    assert code == CASES[case_id] == (0 if all(r.outcome == PASS for r in records.values()) else 1), out
+    # What it may import: torch, transformers, the package under test and the standard library.
+    imported = set(re.findall(r"^\s*(?:from|import) ([a-z_]+)", source, re.MULTILINE))
+    assert imported <= {
+        "json",
+        "os",
+        "sys",
+        "tempfile",
+        "zlib",
+        "pathlib",
+        "torch",
+        "transformers",
+        "peft",
+        "safetensors",
+        "dataclasses",
+        "inspect",
+    }, imported
+    assert "conformance" not in source.split('"""', 2)[2]
+
+
+def test_a_workflow_without_a_standalone_script_is_one_line(capsys):
+    case_id = "nemo-automodel-llama-tT-nemo_lora_proj-lora-merge@v128.h32.i64.L2.H2.K1.s0"
+    assert main(["repro", case_id, "--standalone"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no standalone script" in err and "python -m conformance repro" in err

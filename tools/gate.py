@@ -1,0 +1,168 @@
+"""`tox -e gate`: a pull request's build of the package under test (candidate) against a baseline.
+
+    PEFT_SPEC=/src/peft tox -e gate                 # PEFT checkout vs the newest PEFT release
+    NEMO_SPEC=/src/Automodel tox -e gate            # NeMo Automodel checkout vs its newest release
+    GATE_BASELINE_SPEC="peft==0.20.0" PEFT_SPEC="peft @ git+https://github.com/huggingface/peft@main" \
+        tox -e gate                                 # a git ref against a chosen release
+    tox -e gate -- --family llama                   # arguments after -- go to both runs
+
+The package under test is NeMo Automodel when NEMO_SPEC is set, else PEFT. Both sides get the same
+torch (TORCH_SPEC) and transformers (TRANSFORMERS_SPEC; for NeMo, each side's own pin unless set), and
+run the same selection (GATE_FAMILIES, comma-separated, narrows the families). The two environments
+are built with uv under GATE_ENVS (default .tox/gate/sides, a pair per package under test) and kept
+while their specs stay the same; a candidate from a path or a git URL is reinstalled on every call.
+Results go to GATE_OUT (default reports/gate): baseline/ and candidate/ (results.jsonl, run.json,
+index.html) and gate.html. The exit code is the gate's: 0 no regression, 1 regression, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Package under test -> (the variable naming its candidate, its distribution, its implementation name).
+PACKAGES = {"peft": ("PEFT_SPEC", "peft", "peft"), "nemo": ("NEMO_SPEC", "nemo-automodel", "nemo-automodel")}
+EXIT_BAD_INPUT = 2
+
+
+class GateError(Exception):
+    """Bad input or a side that could not be built or run: one line, exit 2."""
+
+
+def uv_bin() -> str:
+    from uv import find_uv_bin  # the `uv` wheel, a dependency of the gate environment
+
+    return find_uv_bin()
+
+
+def uv(*args: str) -> None:
+    done = subprocess.run([uv_bin(), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise GateError(f"uv {' '.join(args[:2])} failed: {tail}")
+
+
+def resolve_spec(spec: str) -> str:
+    """A path becomes absolute (the sides' installs run elsewhere); anything else is a requirement."""
+    candidate = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) or candidate.exists():
+        if not candidate.exists():
+            raise GateError(f"spec {spec!r} looks like a path, but there is nothing there")
+        return str(candidate.resolve())
+    return spec
+
+
+def moves(spec: str) -> bool:
+    """A source that can change between two calls with the same spec: a path or a git URL."""
+    return spec.startswith("/") or "git+" in spec
+
+
+def side_specs() -> tuple[str, dict[str, dict[str, str]]]:
+    """The package under test and, per side, what to install."""
+    if os.environ.get("NEMO_SPEC"):
+        under_test = "nemo"
+    elif os.environ.get("PEFT_SPEC"):
+        under_test = "peft"
+    else:
+        raise GateError("set PEFT_SPEC or NEMO_SPEC to the candidate build (a path, a git URL or a version)")
+    variable, package, _ = PACKAGES[under_test]
+    common = {
+        "torch": os.environ.get("TORCH_SPEC") or "torch",
+        "transformers": os.environ.get("TRANSFORMERS_SPEC", ""),
+        "python": sys.executable,
+        "suite": str(ROOT),
+    }
+    if under_test == "nemo":
+        common["peft"] = resolve_spec(os.environ.get("PEFT_SPEC") or "peft")
+    sides = {
+        "baseline": {**common, package: resolve_spec(os.environ.get("GATE_BASELINE_SPEC") or package)},
+        "candidate": {**common, package: resolve_spec(os.environ[variable])},
+    }
+    return under_test, sides
+
+
+def build(folder: Path, specs: dict[str, str], under_test: str) -> Path:
+    """The side's environment: created once per set of specs, its package under test kept current."""
+    python = folder / "bin" / "python"
+    stamp = folder / "gate-specs.json"
+    package = PACKAGES[under_test][1]
+    fresh = not (python.exists() and stamp.is_file() and json.loads(stamp.read_text()) == specs)
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+        uv("venv", "--quiet", "--python", specs["python"], str(folder))
+    target = ["--python", str(python)]
+    if under_test == "peft":
+        wanted = [specs["torch"], specs["peft"], "-e", specs["suite"]]
+        if specs["transformers"]:
+            wanted.append(specs["transformers"])
+        if fresh:
+            uv("pip", "install", "--quiet", *target, *wanted)
+        elif moves(specs["peft"]):
+            again = ["--reinstall-package", "peft", "--no-deps", specs["peft"]]
+            uv("pip", "install", "--quiet", *target, *again)
+    else:
+        if fresh:
+            uv("pip", "install", "--quiet", *target, specs["torch"], specs["peft"], "-e", specs["suite"])
+        if fresh or moves(specs[package]):
+            # NeMo's own dependency set does not install on a CPU machine: the same install as `tox -e nemo`.
+            env = {**os.environ, "TRANSFORMERS_SPEC": specs["transformers"], "UV": uv_bin()}
+            done = subprocess.run(
+                [str(python), str(ROOT / "tools" / "install_nemo.py"), specs[package]],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise GateError(f"installing {specs[package]} failed: {done.stderr.strip()[-300:]}")
+    if fresh:
+        stamp.write_text(json.dumps(specs, indent=1))
+    return python
+
+
+def run_side(python: Path, out: Path, under_test: str, extra: list[str]) -> None:
+    families = [f.strip() for f in os.environ.get("GATE_FAMILIES", "").split(",") if f.strip()]
+    impl = PACKAGES[under_test][2]
+    argv = [str(python), "-m", "conformance", "run", "--impl", impl, "--out", str(out)]
+    argv += [arg for family in families for arg in ("--family", family)] + extra
+    done = subprocess.run(argv, cwd=ROOT)
+    # 1 means unexpected outcomes, which is the gate's business, not the run's; 2 is bad input.
+    if done.returncode not in (0, 1) or not (out / "results.jsonl").is_file():
+        raise GateError(f"the run in {python.parent.parent} exited {done.returncode}: see its output above")
+
+
+def main(argv: list[str]) -> int:
+    started = time.perf_counter()
+    try:
+        under_test, sides = side_specs()
+        envs = Path(os.environ.get("GATE_ENVS") or ROOT / ".tox" / "gate" / "sides")
+        out = Path(os.environ.get("GATE_OUT") or ROOT / "reports" / "gate")
+        pythons = {}
+        for side, specs in sides.items():
+            began = time.perf_counter()
+            pythons[side] = build(envs / f"{under_test}-{side}", specs, under_test)
+            print(f"gate: {side} environment ready in {time.perf_counter() - began:.0f}s", flush=True)
+        for side, python in pythons.items():
+            began = time.perf_counter()
+            print(f"\ngate: --- {side} run ---", flush=True)
+            run_side(python, out / side, under_test, argv)
+            print(f"gate: {side} run took {time.perf_counter() - began:.0f}s", flush=True)
+    except GateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("\ngate: --- verdict ---", flush=True)
+    results = [str(out / side / "results.jsonl") for side in ("baseline", "candidate")]
+    done = subprocess.run(
+        [str(pythons["candidate"]), "-m", "conformance", "gate", *results, "-o", str(out / "gate.html")]
+    )
+    print(f"gate: {time.perf_counter() - started:.0f}s in all", flush=True)
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
