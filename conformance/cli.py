@@ -13,7 +13,7 @@ from typing import Any
 
 from conformance.contract import PROFILES, WORKFLOWS
 from conformance.errors import ConformanceError
-from conformance.versions import installed, sources
+from conformance.versions import installed, is_dev_build, sources
 
 # The verbs that only read results (report, diff, gate) import neither torch nor transformers, so a
 # maintainer can render a gate's or a nightly's artifacts anywhere: the engine is imported per verb.
@@ -33,7 +33,7 @@ def _quiet_libraries() -> None:
 
 
 def header(selection: Any) -> None:
-    from conformance import implementations
+    from conformance import features, implementations
 
     impls = ", ".join(i.name for i in implementations.selected(selection.implementations))
     pkgs = " ".join(f"{k}=={v}" for k, v in installed().items())
@@ -41,10 +41,20 @@ def header(selection: Any) -> None:
     print(f"conformance: {pkgs}")
     for name, source in sources().items():
         print(f"conformance: {name} from {source}")
+    for package, version in installed().items():
+        if is_dev_build(version):
+            print(
+                f"conformance: {package} {version} is a dev build: its features are probed, and expectations "
+                "whose version range has an upper bound (they describe releases) do not apply"
+            )
+    for package, names in features.found().items():
+        lacking = [f.name for f in features.FEATURES.values() if f.package == package and f.name not in names]
+        shown = f"conformance: features of {package}: {', '.join(names) or 'none'}"
+        print(shown + (f" (not found: {', '.join(lacking)})" if lacking else ""))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from conformance import execution, expectations, implementations, report, results
+    from conformance import execution, expectations, features, implementations, report, results
     from conformance.runner import Selection, expect, plan, vocabulary
 
     selection = Selection(
@@ -84,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         },
         "versions": installed(),
         "sources": sources(),
+        "features": features.found(),
         "cases": len(planned),
         "results": len(records),
         "seconds": round(elapsed, 2),
@@ -174,7 +185,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from conformance import families, implementations
+    from conformance import families, features, implementations
     from conformance import recipes as recipe_book
 
     book = recipe_book.load()
@@ -186,6 +197,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for recipe in book.recipes.values():
         reason = book.skip_reason(recipe)
         print(f"  {recipe.name:<28} {'skipped: ' + reason if reason else recipe.about}")
+    print("features (probed in the installed libraries):")
+    for feature in features.FEATURES.values():
+        reason = features.missing(feature.name)
+        print(f"  {feature.name:<30} {'not found: ' + reason if reason else 'found'}: {feature.about}")
     print("implementations:")
     for impl in implementations.REGISTRY.values():
         reason = impl.unavailable()

@@ -1,4 +1,4 @@
-"""Adapter recipes read from cases/recipes.yaml: PEFT config kwargs, feature gates and the tied-model spec."""
+"""Adapter recipes read from cases/recipes.yaml: adapter kwargs, required features, the tied-model spec."""
 
 from __future__ import annotations
 
@@ -8,28 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance import casefiles, versions
+from conformance import casefiles, features
 from conformance.errors import CaseFileError, UnknownName
 
 EMBED, HEAD = "embed_tokens", "lm_head"
 SEMANTICS = ("separate", "shared")
-
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    package: str
-    spec: str
-    about: str
-
-    def missing(self, installed: dict[str, str] | None = None) -> str | None:
-        ok = versions.satisfies(
-            self.package, versions.parse_spec(self.spec, f"feature {self.name}"), installed
-        )
-        if ok:
-            return None
-        have = (installed or versions.installed()).get(self.package, "absent")
-        return f"needs {self.package}{self.spec} for {self.about}; installed {have}"
 
 
 ADAPTER_KINDS = ("lora", "nemo_lora")  # PEFT LoraConfig kwargs; NeMo PeftConfig kwargs
@@ -41,7 +24,7 @@ class Recipe:
     about: str
     kind: str | None  # one of ADAPTER_KINDS, or None for no adapter
     adapter: dict[str, Any] = field(hash=False)  # keyword arguments of the adapter config
-    requires: tuple[str, ...]
+    requires: tuple[str, ...]  # feature names (conformance.features) the recipe needs
     on_tied_model: str | None  # "separate" | "shared": PEFT's documented behaviour on a tied model
     ensure_weight_tying: bool
     implementations: tuple[str, ...] = ("peft",)
@@ -101,7 +84,6 @@ class Recipe:
 @dataclass(frozen=True)
 class RecipeBook:
     recipes: dict[str, Recipe]
-    features: dict[str, Feature]
 
     def get(self, name: str, where: str = "") -> Recipe:
         try:
@@ -109,11 +91,12 @@ class RecipeBook:
         except KeyError:
             raise UnknownName("recipe", name, list(self.recipes), where) from None
 
-    def skip_reason(self, recipe: Recipe, installed: dict[str, str] | None = None) -> str | None:
-        for feature in recipe.requires:
-            reason = self.features[feature].missing(installed)
+    def skip_reason(self, recipe: Recipe) -> str | None:
+        """Why the installed libraries cannot run `recipe` (the first feature not found), or None."""
+        for name in recipe.requires:
+            reason = features.missing(name)
             if reason:
-                return f"recipe {recipe.name} {reason}"
+                return f"recipe {recipe.name} needs {features.get(name).about} ({name}): {reason}"
         return None
 
 
@@ -124,26 +107,17 @@ def load(path: Path | None = None) -> RecipeBook:
 
 @functools.cache
 def _load(path: Path) -> RecipeBook:
-    top = casefiles.Fields(casefiles.load(path), str(path), {"defaults", "features", "recipes"})
+    top = casefiles.Fields(casefiles.load(path), str(path), {"defaults", "recipes"})
     defaults = casefiles.Fields(top.get("defaults", dict, {}), top.at("defaults"), set(ADAPTER_KINDS))
     base = {kind: defaults.get(kind, dict, {}) for kind in ADAPTER_KINDS}
 
-    features = {}
-    for name, body in top.get("features", dict, {}).items():
-        spec = casefiles.Fields(body, f"{top.at('features')}.{name}", {*versions.TRACKED, "about"})
-        packages = [p for p in versions.TRACKED if p in spec.data]
-        if len(packages) != 1:
-            raise CaseFileError(spec.where, f"name exactly one package ({', '.join(versions.TRACKED)})")
-        features[name] = Feature(name, packages[0], spec.get(packages[0], str), spec.get("about", str, name))
-        versions.parse_spec(features[name].spec, spec.at(packages[0]))
-
     recipes: dict[str, Recipe] = {}
     for i, raw in enumerate(top.get("recipes", list)):
-        for recipe in _parse(raw, f"{top.at('recipes')}[{i}]", base, features):
+        for recipe in _parse(raw, f"{top.at('recipes')}[{i}]", base):
             if recipe.name in recipes:
                 raise CaseFileError(f"{top.at('recipes')}[{i}].name", f"duplicate recipe {recipe.name!r}")
             recipes[recipe.name] = recipe
-    return RecipeBook(recipes, features)
+    return RecipeBook(recipes)
 
 
 _FIELDS = {
@@ -159,7 +133,7 @@ _FIELDS = {
 }
 
 
-def _parse(raw: Any, where: str, base: dict[str, dict], features: dict[str, Feature]) -> list[Recipe]:
+def _parse(raw: Any, where: str, base: dict[str, dict]) -> list[Recipe]:
     entry = casefiles.Fields(raw, where, _FIELDS)
     name = entry.get("name", str)
     if not name.replace("_", "").isalnum() or not name.islower():
@@ -172,7 +146,7 @@ def _parse(raw: Any, where: str, base: dict[str, dict], features: dict[str, Feat
     adapter = {**base[kind], **entry.get(kind, dict)} if kind else {}
     if "ensure_weight_tying" in adapter:
         raise CaseFileError(entry.at(kind), "set ensure_weight_tying through the recipe's own field")
-    requires = _features(entry, "requires", features)
+    requires = _features(entry, "requires")
     scope = {
         "implementations": tuple(entry.names("implementations", ["peft"])),
         "workflows": _optional(entry, "workflows"),
@@ -198,7 +172,7 @@ def _parse(raw: Any, where: str, base: dict[str, dict], features: dict[str, Feat
         f"{plain.about} (ensure_weight_tying=True)".strip(),
         kind,
         {**adapter, "ensure_weight_tying": True},
-        requires + _features(twin, "requires", features),
+        requires + _features(twin, "requires"),
         _semantics(twin),
         True,
         **scope,
@@ -206,11 +180,10 @@ def _parse(raw: Any, where: str, base: dict[str, dict], features: dict[str, Feat
     return [plain, twin_recipe]
 
 
-def _features(entry: casefiles.Fields, key: str, features: dict[str, Feature]) -> tuple[str, ...]:
+def _features(entry: casefiles.Fields, key: str) -> tuple[str, ...]:
     names = tuple(entry.names(key, []))
-    for feature in names:
-        if feature not in features:
-            raise UnknownName("feature", feature, list(features), entry.at(key))
+    for name in names:
+        features.get(name, entry.at(key))
     return names
 
 

@@ -40,6 +40,7 @@ class Record:
     seed: int
     dtype: str
     versions: dict[str, str]
+    features: list[str]  # features the probes found in the installed libraries (conformance.features)
     repro: str
 
     def to_json(self) -> str:

@@ -6,7 +6,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance import cases, expectations, families, generators, implementations, oracles, outcomes
+from conformance import (
+    cases,
+    expectations,
+    families,
+    features,
+    generators,
+    implementations,
+    oracles,
+    outcomes,
+)
 from conformance import recipes as recipe_book
 from conformance.cases import Case
 from conformance.contract import PROFILES, WORKFLOWS
@@ -191,6 +200,7 @@ class Engine:
             seed=case.seed,
             dtype=str(dtype).removeprefix("torch."),
             versions=dict(installed()),
+            features=found_features(),
             repro=case.repro,
         )
 
@@ -220,6 +230,11 @@ class Engine:
     def _clean(self, text: str) -> str:
         # Temporary paths would make two runs of the same seed differ.
         return re.sub(re.escape(str(self.workspace.root)) + r"[^\s'\"]*", "<tmp>", text)
+
+
+def found_features() -> list[str]:
+    """Every feature found, by name (names are unique across packages)."""
+    return sorted(name for names in features.found().values() for name in names)
 
 
 def check_context(case: Case, support: str = outcomes.SUPPORTED) -> oracles.CheckContext:

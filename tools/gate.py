@@ -12,7 +12,9 @@ run the same selection (GATE_FAMILIES, comma-separated, narrows the families). T
 are built with uv under GATE_ENVS (default .tox/gate/sides, a pair per package under test) and kept
 while their specs stay the same; a candidate from a path or a git URL is reinstalled on every call.
 Results go to GATE_OUT (default reports/gate): baseline/ and candidate/ (results.jsonl, run.json,
-index.html) and gate.html. The exit code is the gate's: 0 no regression, 1 regression, 2 bad input.
+index.html) and gate.html; GATE_BASELINE_RESULTS names a baseline results file (with its run.json)
+to reuse instead of running the baseline again. The exit code is the gate's: 0 no regression,
+1 regression, 2 bad input.
 """
 
 from __future__ import annotations
@@ -36,9 +38,16 @@ class GateError(Exception):
 
 
 def uv_bin() -> str:
-    from uv import find_uv_bin  # the `uv` wheel, a dependency of the gate environment
+    """uv from the `uv` wheel (a dependency of the gate and test environments), else from PATH."""
+    try:
+        from uv import find_uv_bin
 
-    return find_uv_bin()
+        return find_uv_bin()
+    except ImportError:
+        found = shutil.which("uv")
+        if found is None:
+            raise GateError("uv is needed to build the gate's environments: pip install uv") from None
+        return found
 
 
 def uv(*args: str) -> None:
@@ -143,6 +152,12 @@ def main(argv: list[str]) -> int:
         envs = Path(os.environ.get("GATE_ENVS") or ROOT / ".tox" / "gate" / "sides")
         out = Path(os.environ.get("GATE_OUT") or ROOT / "reports" / "gate")
         pythons = {}
+        # A baseline already run (the release's results of this selection): only the candidate runs.
+        reused = os.environ.get("GATE_BASELINE_RESULTS")
+        if reused:
+            if not Path(reused).is_file():
+                raise GateError(f"GATE_BASELINE_RESULTS={reused}: no such results file")
+            sides.pop("baseline")
         for side, specs in sides.items():
             began = time.perf_counter()
             pythons[side] = build(envs / f"{under_test}-{side}", specs, under_test)
@@ -156,7 +171,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print("\ngate: --- verdict ---", flush=True)
-    results = [str(out / side / "results.jsonl") for side in ("baseline", "candidate")]
+    results = [reused or str(out / "baseline" / "results.jsonl"), str(out / "candidate" / "results.jsonl")]
     done = subprocess.run(
         [str(pythons["candidate"]), "-m", "conformance", "gate", *results, "-o", str(out / "gate.html")]
     )

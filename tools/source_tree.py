@@ -26,6 +26,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gate import GateError, uv_bin  # tools/ is on the path of a script run from it
+
 PACKAGES = {"peft": ("peft", "peft"), "nemo": ("nemo-automodel", "nemo_automodel")}
 
 
@@ -71,19 +73,10 @@ REVERTS = {
 }
 
 
-def _uv() -> str:
-    found = shutil.which("uv")
-    if found:
-        return found
-    from uv import find_uv_bin
-
-    return find_uv_bin()
-
-
 def fetch(spec: str, scratch: Path) -> tuple[Path, list[str], str]:
     """The release's files: (its dist-info folder, its Requires-Dist lines, its version)."""
     subprocess.run(
-        [_uv(), "pip", "install", "--quiet", "--no-deps", "--target", str(scratch), spec],
+        [uv_bin(), "pip", "install", "--quiet", "--no-deps", "--target", str(scratch), spec],
         check=True,
         capture_output=True,
         text=True,
@@ -184,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         tree = build(args.package, args.out, args.spec, args.version, args.revert)
-    except (TreeError, subprocess.CalledProcessError) as exc:
+    except (TreeError, GateError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", None) or exc
         print(f"error: {str(detail).strip().splitlines()[-1]}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from conformance import effective, pipeline
+from conformance import effective, features, pipeline
 from conformance.cases import Case
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
@@ -53,14 +53,17 @@ def model_class(family: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+# One feature per model class, probed by importing it: a source build says which classes it has.
+for _family, _path in CLASSES.items():
+    features.register(
+        features.Feature(f"nemo-{_family}", PACKAGE, f"NeMo's own {_family} class", features.imports(_path))
+    )
+
+
 def unavailable(family: Family) -> str | None:
     if family.name not in CLASSES:
         return f"{PACKAGE} has no {family.name} class"
-    try:
-        model_class(family.name)
-    except (ImportError, AttributeError) as exc:
-        return f"this {PACKAGE} has no {CLASSES[family.name]} ({type(exc).__name__}: {exc})"
-    return None
+    return features.missing(f"nemo-{family.name}")
 
 
 def support(family: Family, flags: TieFlags) -> str:

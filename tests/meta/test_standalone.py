@@ -81,7 +81,8 @@ def test_script_reproduces_the_suite(scripts, case_id):
         if record.max_abs_diff is not None:
             observed = seen[check]["observed"]
             numbers = [float(n) for n in re.findall(r"(?<![\w.])(\d[\d.]*(?:e[-+]?\d+)?|inf|nan)", observed)]
-            assert any(n == pytest.approx(record.max_abs_diff, rel=5e-3) for n in numbers), (
+            # Float32 noise (a last bit, ~1e-7) may differ with the thread count; real gaps agree to 3 digits.
+            assert any(n == pytest.approx(record.max_abs_diff, rel=5e-3, abs=1e-6) for n in numbers), (
                 f"{check}: suite max |Δ| {record.max_abs_diff}, script says {observed!r}"
             )
     assert code == CASES[case_id] == (0 if all(r.outcome == PASS for r in records.values()) else 1), out
