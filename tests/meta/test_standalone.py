@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,6 +17,7 @@ from conformance import recipes as recipe_book
 from conformance.cli import EXIT_BAD_INPUT, main
 from conformance.outcomes import PASS
 from conformance.testing import engine
+from conformance.versions import installed
 
 CASES = {
     # diverges: LoRA on a tied embedding merges into the shared matrix (an expected limitation)
@@ -33,6 +33,11 @@ CASES = {
     # transformers' own classes against the rule, MoE in float64
     "hf-gemma4-moe-tF-xT-no_adapter-native@v128.h32.i64.L2.H2.K1.d16.g16.w8.f2.E4.k2.m32.s0": 0,
 }
+# NeMo's own classes, its checkpointer and its state-dict adapter (tox -e nemo).
+NEMO_CASES = {
+    "nemo-automodel-gemma4-moe-tT-xF-no_adapter-native@v128.h32.i64.L2.H2.K1.d16.g16.w8.f2.E4.k2.m32.s0": 0,
+    "nemo-automodel-llama-tF-no_adapter-native@v128.h32.i64.L2.H2.K1.s0": 0,
+}
 _LINE = re.compile(r"^(?P<check>[a-z0-9-]+)\s+(?P<verdict>holds|DIVERGES)\s+observed: (?P<observed>.*)$")
 
 
@@ -40,16 +45,11 @@ def parse_case(case_id: str):
     return cases.parse(case_id, list(implementations.REGISTRY), list(recipe_book.load().recipes))
 
 
-def write_script(case_id: str, folder):
+def run_script(case_id: str, folder) -> tuple[int, str, str]:
     from conformance import standalone
 
-    path = folder / f"repro-{list(CASES).index(case_id)}.py"
+    path = folder / "repro.py"
     path.write_text(standalone.script(parse_case(case_id)))
-    return path
-
-
-def run_script(path) -> tuple[int, str, str]:
-    folder = path.parent
     # No PYTHONPATH and another working directory: the script must not reach the suite.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CONFORMANCE_CASES")}
     done = subprocess.run(
@@ -58,18 +58,8 @@ def run_script(path) -> tuple[int, str, str]:
     return done.returncode, done.stdout, path.read_text()
 
 
-@pytest.fixture(scope="module")
-def scripts(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("standalone")
-    # Written here (transformers' lazy imports are not thread-safe), run two at a time.
-    paths = [write_script(case_id, folder) for case_id in CASES]
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(CASES, pool.map(run_script, paths), strict=True))
-
-
-@pytest.mark.parametrize("case_id", list(CASES))
-def test_script_reproduces_the_suite(scripts, case_id):
-    code, out, source = scripts[case_id]
+def assert_reproduces(case_id: str, expected_code: int, folder) -> None:
+    code, out, source = run_script(case_id, folder)
     records = {r.check: r for r in engine().records(parse_case(case_id))}
     seen = {m["check"]: m for m in map(_LINE.match, out.splitlines()) if m}
     assert set(seen) == set(records), f"script checks {sorted(seen)} vs suite {sorted(records)}\n{out}"
@@ -85,24 +75,25 @@ def test_script_reproduces_the_suite(scripts, case_id):
             assert any(n == pytest.approx(record.max_abs_diff, rel=5e-3, abs=1e-6) for n in numbers), (
                 f"{check}: suite max |Δ| {record.max_abs_diff}, script says {observed!r}"
             )
-    assert code == CASES[case_id] == (0 if all(r.outcome == PASS for r in records.values()) else 1), out
+    assert code == expected_code == (0 if all(r.outcome == PASS for r in records.values()) else 1), out
     # What it may import: torch, transformers, the package under test and the standard library.
     imported = set(re.findall(r"^\s*(?:from|import) ([a-z_]+)", source, re.MULTILINE))
-    assert imported <= {
-        "json",
-        "os",
-        "sys",
-        "tempfile",
-        "zlib",
-        "pathlib",
-        "torch",
-        "transformers",
-        "peft",
-        "safetensors",
-        "dataclasses",
-        "inspect",
-    }, imported
+    allowed = {"json", "os", "sys", "tempfile", "zlib", "pathlib", "dataclasses", "inspect"}
+    assert imported <= allowed | {"torch", "transformers", "peft", "safetensors", "nemo_automodel"}, imported
     assert "conformance" not in source.split('"""', 2)[2]
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_script_reproduces_the_suite(tmp_path, case_id):
+    assert_reproduces(case_id, CASES[case_id], tmp_path)
+
+
+@pytest.mark.nemo
+@pytest.mark.parametrize("case_id", list(NEMO_CASES))
+def test_nemo_script_reproduces_the_suite(tmp_path, case_id):
+    if "nemo-automodel" not in installed():
+        pytest.skip("nemo-automodel is not installed (tox -e nemo runs this)")
+    assert_reproduces(case_id, NEMO_CASES[case_id], tmp_path)
 
 
 def test_a_workflow_without_a_standalone_script_is_one_line(capsys):
