@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,8 @@ from conformance.versions import installed, is_dev_build, sources
 # The verbs that only read results (report, diff, gate) import neither torch nor transformers, so a
 # maintainer can render a gate's or a nightly's artifacts anywhere: the engine is imported per verb.
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
+# 3: the run was stopped (SIGINT/SIGTERM); its finished records are kept, `run --resume DIR` finishes it.
+EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3
 
 
 def _quiet_libraries() -> None:
@@ -54,61 +53,30 @@ def header(selection: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from conformance import execution, expectations, features, implementations, report, results
-    from conformance.runner import Selection, expect, plan, vocabulary
+    from conformance import execution, session
+    from conformance.runner import Selection
 
-    selection = Selection(
-        args.impl, args.family, args.recipe, args.workflow, args.check, args.profile, args.seed
+    named = [args.impl, args.family, args.recipe, args.workflow, args.check]
+    if args.resume:
+        if any(named):
+            raise ConformanceError(
+                "--resume runs the selection recorded in DIR/run.json: drop the other options"
+            )
+        selection = session.resumed_selection(Path(args.resume))
+    else:
+        selection = Selection(*named, args.profile, args.seed)
+    options = session.Options(
+        out=Path(args.resume or args.out),
+        jobs=args.jobs or execution.default_jobs(),
+        case_timeout=args.case_timeout,
+        strict=args.strict,
+        report=not args.no_report,
+        resume=bool(args.resume),
     )
-    jobs = args.jobs or execution.default_jobs()
-    planned = plan(selection)
     header(selection)
+    print(f"conformance: {options.jobs} worker(s), case time limit {options.case_timeout:g} s")
     _quiet_libraries()
-    # Loaded before any case runs, so a malformed expectation file stops the run at once.
-    known = expectations.load(vocabulary())
-    records: list[results.Record] = []
-    started = time.perf_counter()
-    for case_records in execution.judge_all(planned, selection, jobs):
-        records.extend(expect(case_records, known))
-    elapsed = time.perf_counter() - started
-    chosen = implementations.selected(selection.implementations)
-    impls = {i.name for i in chosen}
-    # Entries of an implementation that is not installed here say nothing about this run.
-    present = {i.name for i in chosen if i.unavailable() is None}
-    unused = [] if selection.filtered else known.unused(present, installed())
-    meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "argv": sys.argv[1:],
-        "profile": selection.profile,
-        "seed": selection.seed,
-        "implementations": sorted(impls),
-        # What `gate` requires two runs to share before it compares them cell by cell.
-        "selection": {
-            "implementations": sorted(impls),
-            "families": sorted(selection.families),
-            "recipes": sorted(selection.recipes),
-            "workflows": sorted(selection.workflows),
-            "checks": sorted(selection.checks),
-            "profile": selection.profile,
-            "seed": selection.seed,
-        },
-        "versions": installed(),
-        "sources": sources(),
-        "features": features.found(),
-        "cases": len(planned),
-        "results": len(records),
-        "seconds": round(elapsed, 2),
-        "jobs": jobs,
-        "unused_expectations": [e.id for e in unused],
-    }
-    path = results.write(records, Path(args.out), meta)
-    results.summary(records, sys.stdout, unused)
-    print(f"\n{len(planned)} cases in {elapsed:.1f}s; results in {path}")
-    if not args.no_report:
-        print(f"report: {report.render([report.load(path)], Path(args.out) / 'index.html')}")
-    bad = {expectations.UNEXPECTED} | ({expectations.UNEXPECTED_PASS} if args.strict else set())
-    failed = any(r.verdict in bad for r in records) or (args.strict and bool(unused))
-    return EXIT_UNEXPECTED if failed else EXIT_OK
+    return session.run(selection, options)
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -231,6 +199,14 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="worker processes (default: one per core, at most 4)",
     )
+    run.add_argument(
+        "--case-timeout",
+        type=float,
+        default=float(os.environ.get("CONFORMANCE_CASE_TIMEOUT") or 60),
+        help="seconds one case may take before it is stopped and recorded as crashed "
+        "(default 60, or CONFORMANCE_CASE_TIMEOUT; 0: no limit)",
+    )
+    run.add_argument("--resume", metavar="DIR", help="finish the interrupted run whose results are in DIR")
     run.add_argument("--no-report", action="store_true", help="skip writing index.html beside the results")
     run.add_argument(
         "--strict",

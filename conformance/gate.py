@@ -143,11 +143,16 @@ def comparable(baseline: Run, candidate: Run) -> None:
             )
     old, new = baseline.meta["selection"], candidate.meta["selection"]
     for key in SELECTION_KEYS:
-        if old.get(key) != new.get(key):
+        # The order of repeated options changes the plan's order, not its cells.
+        if _unordered(old.get(key)) != _unordered(new.get(key)):
             raise ConformanceError(
                 f"baseline and candidate ran different selections: {key} {old.get(key)!r} vs "
                 f"{new.get(key)!r}; run both with the same arguments"
             )
+
+
+def _unordered(value: Any) -> Any:
+    return sorted(value) if isinstance(value, list) else value
 
 
 def compare(baseline: Run, candidate: Run) -> list[Change]:

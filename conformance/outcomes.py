@@ -89,9 +89,13 @@ class _ListHandler(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _one_line(message: str, limit: int = 300) -> str:
+def _one_line(message: str, limit: int = 600) -> str:
+    """One line; a long one is cut at a space, so a link at its end is kept whole or left out, never cut."""
     text = " ".join(message.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > limit // 2 else limit - 1] + " …"
 
 
 def classify_exception(exc: BaseException) -> str:

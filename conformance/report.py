@@ -7,6 +7,9 @@ the page's script only filters and opens a cell's details.
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import html
 import json
 import math
@@ -116,8 +119,9 @@ class Cell:
         return ([border] if border else []) + ([UNEXPECTED_PASS] if UNEXPECTED_PASS in verdicts else [])
 
     @property
-    def keys(self) -> str:
-        return " ".join(record_key(r) for r in self.records)
+    def keys(self) -> list[str]:
+        # A list (JSON in the page), never a joined string: a case id from another machine may hold spaces.
+        return [record_key(r) for r in self.records]
 
     def by_check(self) -> dict[str, str]:
         """Worst outcome and border mark per check, for the page's check filter."""
@@ -248,17 +252,46 @@ def script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+# What a details row needs of a record (its key names the case); what every record of a case shares is
+# kept once per case, and each distinct warning once per run: the page stays small for a nightly's runs.
+_CHECK_FIELDS = ("check", "outcome", "verdict", "expected", "expected_outcome", "max_abs_diff", "tolerance",
+                 "detail")  # fmt: skip
+_CASE_FIELDS = ("config", "seed", "dtype", "repro")
+
+
+def details(run: Run) -> dict[str, Any]:
+    """One run's records for the page: per (case, check) the check's own fields, per case the rest."""
+    warnings: dict[str, int] = {}
+    records = {}
+    for r in run.records:
+        shown = {k: r.get(k) for k in _CHECK_FIELDS}
+        shown["warnings"] = [warnings.setdefault(w, len(warnings)) for w in r.get("warnings") or []]
+        records[record_key(r)] = _json_safe(shown)
+    return {
+        "records": records,
+        "cases": {r["case_id"]: _json_safe({k: r.get(k) for k in _CASE_FIELDS}) for r in run.records},
+        "warnings": list(warnings),
+    }
+
+
+@functools.cache
+def page_script() -> tuple[str, str]:
+    """The page's one script and its CSP hash: no other script may run on a page that shows text written
+    by the code under test."""
+    script = (Path(__file__).parent / "templates" / "report.js").read_text()
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return script, f"'sha256-{digest}'"
+
+
 def render(runs: list[Run], output: Path) -> Path:
     """Write the report page for `runs` (one column group each) and return its path."""
     grid = matrix(runs)
-    # Versions are in the header, once per run: kept out of every record to keep the page small.
-    # One map per run: the same case and check appears in every run, with that run's own result.
-    details = [
-        {record_key(r): _json_safe({k: v for k, v in r.items() if k != "versions"}) for r in run.records}
-        for run in runs
-    ]
+    script, script_hash = page_script()
     template = _templates().get_template("report.html.j2")
     page = template.render(
+        script=script,
+        script_hash=script_hash,
+        settings=script_json({"style": STYLE, "severity": list(SEVERITY)}),
         runs=runs,
         grid=grid,
         style=STYLE,
@@ -269,7 +302,7 @@ def render(runs: list[Run], output: Path) -> Path:
         checks=sorted({r["check"] for run in runs for r in run.records}),
         implementations=sorted({r["implementation"] for run in runs for r in run.records}),
         families=list(dict.fromkeys(row[0] for row in grid["rows"])),
-        details=script_json(details),
+        details=script_json([details(run) for run in runs]),
         links=script_json(expectation_links()),
     )
     return _write(page, output)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
 
+from conformance.errors import ConformanceError
 from conformance.expectations import EXPECTED, OK, UNEXPECTED, UNEXPECTED_PASS, Expectation
 from conformance.outcomes import OUTCOMES, SKIPPED
 
@@ -62,13 +64,64 @@ def attach(record: Record, entry: Expectation | None, verdict: str) -> Record:
 
 
 def write(records: Iterable[Record], folder: Path, meta: dict[str, Any]) -> Path:
+    """results.jsonl (replaced whole, through a temporary file) and run.json."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / RESULTS_FILE
-    with path.open("w") as handle:
+    partial = path.with_suffix(".jsonl.tmp")
+    with partial.open("w") as handle:
         for record in records:
             handle.write(record.to_json() + "\n")
-    (folder / RUN_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(partial, path)
+    write_meta(folder, meta)
     return path
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    partial = folder / (RUN_FILE + ".tmp")
+    partial.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(partial, folder / RUN_FILE)
+
+
+class Appender:
+    """results.jsonl kept current as cases finish: one case's records per write, flushed to disk, so a
+    run stopped at any moment leaves every finished case on disk (a torn last line is dropped on resume)."""
+
+    def __init__(self, folder: Path, fresh: bool) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.handle = (folder / RESULTS_FILE).open("w" if fresh else "a")
+
+    def add(self, records: list[Record]) -> None:
+        self.handle.write("".join(r.to_json() + "\n" for r in records))
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def finished_cases(folder: Path) -> dict[str, list[Record]]:
+    """The records of each case an interrupted run finished, by case id (a torn last case is left out)."""
+    path = folder / RESULTS_FILE
+    text = path.read_text() if path.is_file() else ""
+    complete, _, torn = text.rpartition("\n")
+    by_case: dict[str, list[Record]] = {}
+    names = {f.name for f in fields(Record)}
+    for number, line in enumerate(complete.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if set(data) != names:
+                raise ValueError(f"fields {sorted(set(data) ^ names)} differ from this suite's")
+            record = Record(**data)
+        except (ValueError, TypeError) as exc:
+            raise ConformanceError(f"{path}:{number}: cannot resume from this record ({exc})") from None
+        by_case.setdefault(record.case_id, []).append(record)
+    if torn.strip():
+        # The case being written when the run stopped: its last line is incomplete, so none of it counts.
+        last = json.loads(complete.splitlines()[-1])["case_id"] if complete.strip() else None
+        by_case.pop(last, None)
+    return by_case
 
 
 def summary(records: list[Record], out: TextIO, unused: list[Expectation], limit: int = 15) -> None:

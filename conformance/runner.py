@@ -140,30 +140,44 @@ class Engine:
 
     def judge(self, case: Case) -> list[Record]:
         """Run one case and judge every applicable check (no expectations yet)."""
+        records, checks, skip, context = self._blank(case)
+        if skip:
+            return records
+        impl = implementations.get(case.implementation)
+        recipe = recipe_book.load().get(case.recipe)
+        dtype = oracles.tolerances().dtype(case.family, case.workflow)
+        run = impl.execute(case, recipe, dtype, self.workspace)
+        for record, check in zip(records, checks, strict=True):
+            self._judge(record, check, run, record.tolerance, context)
+        return records
+
+    def unfinished(self, case: Case, detail: str) -> list[Record]:
+        """The records of a case that never finished (its worker died or ran out of time): each check
+        crashed, with why; a case that would have been skipped stays skipped."""
+        records, _, skip, _ = self._blank(case)
+        if not skip:
+            for record in records:
+                record.outcome, record.detail = outcomes.CRASHED, detail
+        return records
+
+    def _blank(self, case: Case) -> tuple[list[Record], list[Any], str | None, Any]:
+        """One record per applicable check, before the case runs (skipped ones already say why)."""
         impl = implementations.get(case.implementation)
         family = case.family_def()
-        recipe = recipe_book.load().get(case.recipe)
         tolerances = oracles.tolerances()
-        skip = self._skip_reason(case, impl, family, recipe)
+        skip = self._skip_reason(case, impl, family, recipe_book.load().get(case.recipe))
         support = implementations.SUPPORTED if skip else impl.support(family, case.flags)
         context = check_context(case, support)
         wanted = self.selection.checks
         checks = [check for check in applicable_checks(case) if not wanted or check.name in wanted]
-        run = (
-            None
-            if skip
-            else impl.execute(case, recipe, tolerances.dtype(case.family, case.workflow), self.workspace)
-        )
-        out = []
+        records = []
         for check in checks:
             dtype, tol = tolerances.for_check(check, case.family, case.workflow)
             record = self._record(case, check, tol, dtype, context)
             if skip:
                 record.outcome, record.detail = outcomes.SKIPPED, skip
-            else:
-                self._judge(record, check, run, tol, context)
-            out.append(record)
-        return out
+            records.append(record)
+        return records, checks, skip, context
 
     def _skip_reason(self, case: Case, impl: Any, family: Any, recipe: Any) -> str | None:
         reason = impl.unavailable() or family.unavailable() or impl.family_unavailable(family)

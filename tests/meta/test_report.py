@@ -51,11 +51,11 @@ def _cells(page: Path) -> list[dict[str, str]]:
 def test_a_run_writes_a_page_whose_cells_match_the_results_one_for_one(real_run):
     records = [json.loads(line) for line in (real_run / "results.jsonl").read_text().splitlines()]
     cells = _cells(real_run / "index.html")
-    keys = [key for cell in cells for key in cell["data-keys"].split()]
+    keys = [key for cell in cells for key in json.loads(cell["data-keys"])]
     assert sorted(keys) == sorted(report.record_key(r) for r in records), "every result in exactly one cell"
     by_key = {report.record_key(r): r for r in records}
     for cell in cells:
-        mine = [by_key[k] for k in cell["data-keys"].split()]
+        mine = [by_key[k] for k in json.loads(cell["data-keys"])]
         assert cell["data-outcome"] == report.worst([r["outcome"] for r in mine])
         assert {(r["implementation"], r["recipe"], r["workflow"]) for r in mine} == {
             (cell["data-impl"], *cell["title"].split(":")[0].split()[-2:])
@@ -93,7 +93,8 @@ def test_several_results_files_make_one_page_with_a_column_group_each(real_run, 
     embedded = page.split('<script type="application/json" id="data-records">')[1].split("</script>")[0]
     per_run = json.loads(embedded)
     for cell in cells:
-        details = {per_run[int(cell["data-run"]) - 1][key]["detail"] for key in cell["data-keys"].split()}
+        records = per_run[int(cell["data-run"]) - 1]["records"]
+        details = {records[key]["detail"] for key in json.loads(cell["data-keys"])}
         assert ("from the second run" in details) == (cell["data-run"] == "2"), (cell["title"], details)
 
 
@@ -145,7 +146,7 @@ def test_infinite_and_nan_differences_keep_the_page_valid(real_run, tmp_path):
     def strict(constant: str) -> None:
         raise AssertionError(f"{constant} in the page's JSON: JSON.parse rejects it")
 
-    shown = {r["max_abs_diff"] for r in json.loads(embedded, parse_constant=strict)[0].values()}
+    shown = {r["max_abs_diff"] for r in json.loads(embedded, parse_constant=strict)[0]["records"].values()}
     assert {"inf", "nan"} <= shown
     svg = page.split("<svg")[1].split("</svg>")[0]
     assert 'cy="nan"' not in svg and 'cy="inf"' not in svg, "every point has a position"
