@@ -200,12 +200,15 @@ def test_terminal_output_neutralises_control_characters(tmp_path, capsys):
     assert "\x1b" not in out and "\\x1b]8;;https://evil\\x07click" in out
 
 
-def test_gate_imports_neither_torch_nor_transformers(tmp_path):
+def test_the_verbs_that_read_results_import_neither_torch_nor_transformers(tmp_path):
     baseline = write_run(tmp_path / "a", [record(PASS)])
     candidate = write_run(tmp_path / "b", [record(SILENT)])
+    a, b = str(baseline), str(candidate)
     code = (
         "import sys; from conformance.cli import main; "
-        f"rc = main(['gate', {str(baseline)!r}, {str(candidate)!r}, '-o', {str(tmp_path / 'g.html')!r}]); "
+        f"main(['report', {a!r}, {b!r}, '-o', {str(tmp_path / 'r.html')!r}]); "
+        f"main(['diff', {a!r}, {b!r}, '-o', {str(tmp_path / 'd.html')!r}]); "
+        f"rc = main(['gate', {a!r}, {b!r}, '-o', {str(tmp_path / 'g.html')!r}]); "
         "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
         "print('HEAVY', heavy); sys.exit(rc)"
     )
