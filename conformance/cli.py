@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance run | repro | report | diff | gate | list`."""
+"""Command line: `python -m conformance run | repro | report | diff | gate | export | import | list`."""
 
 from __future__ import annotations
 
@@ -152,6 +152,20 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return EXIT_UNEXPECTED if failed else EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from conformance import crossver
+
+    _quiet_libraries()
+    return crossver.export(args.family, Path(args.out))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from conformance import crossver
+
+    _quiet_libraries()
+    return crossver.import_(Path(args.folder), Path(args.out))
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from conformance import families, features, implementations
     from conformance import recipes as recipe_book
@@ -243,6 +257,18 @@ def parser() -> argparse.ArgumentParser:
     gating.add_argument("candidate", help="results.jsonl of the candidate (e.g. the pull request's build)")
     gating.add_argument("-o", "--output", default="reports/gate.html")
     gating.set_defaults(func=cmd_gate)
+    exporting = sub.add_parser(
+        "export", help="cross-version: save PEFT's merged checkpoints and adapters here, for another version"
+    )
+    exporting.add_argument("--out", required=True, help="a new folder for the checkpoints and manifest.json")
+    exporting.add_argument("--family", action="append", default=[], help="family (repeatable; default all)")
+    exporting.set_defaults(func=cmd_export)
+    importing = sub.add_parser(
+        "import", help="cross-version: load and judge what `export` saved (possibly with other versions)"
+    )
+    importing.add_argument("folder", help="the folder `export` wrote")
+    importing.add_argument("--out", default="reports/xver", help="output folder (default reports/xver)")
+    importing.set_defaults(func=cmd_import)
     listing = sub.add_parser("list", help="families, recipes and what the installed versions allow")
     listing.set_defaults(func=cmd_list)
     return top

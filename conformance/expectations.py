@@ -21,7 +21,7 @@ CLASSES = ("bug", "limitation")
 NOT_REPORTED = "not reported upstream"
 _NAME_FIELDS = ("family", "flags", "recipe", "workflow", "check")
 _FIELDS = {"id", "when", "outcome", "class", "link", "repro", "reason"}
-_WHEN = {*_NAME_FIELDS, "tied", "support", "versions"}
+_WHEN = {*_NAME_FIELDS, "tied", "support", "versions", "saved_with"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Subject:
     tied: bool
     versions: dict[str, str] = field(hash=False)
     support: str = SUPPORTED
+    saved_with: dict[str, str] | None = field(default=None, hash=False)  # cross-version: the saver's
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Expectation:
     tied: bool | None
     support: str | None
     version_specs: dict[str, str] = field(hash=False)
+    saved_with_specs: dict[str, str] = field(hash=False)  # cross-version records: ranges on the saver
     outcome: str
     kind: str
     link: str
@@ -65,12 +67,19 @@ class Expectation:
             value = getattr(subject, name)
             if not any(fnmatch.fnmatchcase(value, glob) for glob in globs):
                 return False
+        if self.saved_with_specs and not (
+            subject.saved_with is not None and self._within(self.saved_with_specs, subject.saved_with)
+        ):
+            return False
         return self.versions_match(subject.versions)
 
     def versions_match(self, installed: dict[str, str]) -> bool:
+        return self._within(self.version_specs, installed)
+
+    def _within(self, specs: dict[str, str], found: dict[str, str]) -> bool:
         return all(
-            versions.satisfies(pkg, versions.parse_spec(spec, self.source), installed, releases_only=True)
-            for pkg, spec in self.version_specs.items()
+            versions.satisfies(pkg, versions.parse_spec(spec, self.source), found, releases_only=True)
+            for pkg, spec in specs.items()
         )
 
 
@@ -116,8 +125,10 @@ def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary | None) 
                 raise UnknownName(name, glob, list(known), when.at(name))
         names[name] = tuple(globs)
     specs = when.get("versions", dict, {})
-    for pkg, spec in specs.items():
-        versions.parse_spec(str(spec), f"{when.at('versions')}.{pkg}")
+    saved_with = when.get("saved_with", dict, {})
+    for key, table in (("versions", specs), ("saved_with", saved_with)):
+        for pkg, spec in table.items():
+            versions.parse_spec(str(spec), f"{when.at(key)}.{pkg}")
     outcome = entry.get("outcome", str)
     if outcome not in OUTCOMES or outcome in (PASS, SKIPPED):
         allowed = [o for o in OUTCOMES if o not in (PASS, SKIPPED)]
@@ -145,6 +156,7 @@ def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary | None) 
         when.get("tied", bool, None),
         support,
         {k: str(v) for k, v in specs.items()},
+        {k: str(v) for k, v in saved_with.items()},
         outcome,
         kind,
         link,

@@ -37,6 +37,7 @@ class CaseRun:
     made_in: dict[str, int] = field(default_factory=dict)
     capture: outcomes.Capture = field(default_factory=outcomes.Capture)
     failure: outcomes.StepFailure | None = None
+    kept: Path | None = None  # the case's folder, where the workspace keeps them
     _current: int = -1
 
     def put(self, name: str, value: Any) -> None:
@@ -66,6 +67,7 @@ class Workspace:
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="conformance-")))
     reuse: bool = True  # False rebuilds everything per case (the benchmark measures both)
+    keep: Path | None = None  # where each case's folder is moved instead of deleted (export)
     _models: dict[tuple, torch.nn.Module] = field(default_factory=dict)
     _logits: dict[tuple, torch.Tensor] = field(default_factory=dict)
     _checkpoints: dict[tuple, Path] = field(default_factory=dict)
@@ -159,7 +161,10 @@ def execute(case: Case, steps: Callable[[CaseRun, Path], None], workspace: Works
         run.failure = outcomes.failure("suite", len(run.capture.steps), exc)
         run.failure.outcome = outcomes.CRASHED
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if workspace.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            run.kept = Path(shutil.move(str(folder), str(workspace.keep / folder.name)))
     return run
 
 
@@ -175,19 +180,29 @@ def merge_save_reload(
 
     with run.step("save"):
         merged.save_pretrained(folder / "merged")
-        run.put("checkpoint_keys", checkpoint_keys(folder / "merged"))
-        run.put("saved_flags", saved_flags(folder / "merged", family))
+        read_checkpoint(run, folder / "merged", family)
 
+    reload(run, folder / "merged", family, ids, dtype)
+
+
+def read_checkpoint(run: CaseRun, folder: Path, family: Family) -> None:
+    """What a saved checkpoint holds: its tensor names and the tie flags its config.json carries."""
+    run.put("checkpoint_keys", checkpoint_keys(folder))
+    run.put("saved_flags", saved_flags(folder, family))
+
+
+def reload(run: CaseRun, folder: Path, family: Family, ids: torch.Tensor, dtype: torch.dtype) -> None:
+    """from_pretrained of a merged checkpoint, with what the checks compare (this or another version's)."""
     with run.step("reload"):
         # A weight missing from the checkpoint is initialised from the global RNG: seed it here, so its
         # values do not depend on which cases ran before in this process (or on a standalone repro).
         torch.manual_seed(run.case.seed)
-        reloaded, info = load_hf(folder / "merged", family, dtype, output_loading_info=True)
+        reloaded, info = load_hf(folder, family, dtype, output_loading_info=True)
         reloaded.eval()
         run.put("reloaded_tied", is_tied(reloaded))
         run.put("missing_keys", sorted(info.get("missing_keys", [])))
         run.put("reloaded_logits", logits(reloaded, ids))
-        run.put("gap_final", effective.tie_gap(reloaded, vocab))
+        run.put("gap_final", effective.tie_gap(reloaded, reloaded.config.get_text_config().vocab_size))
 
 
 def load_kwargs(family: Family, dtype: torch.dtype) -> dict:

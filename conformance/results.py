@@ -44,6 +44,8 @@ class Record:
     versions: dict[str, str]
     features: list[str]  # features the probes found in the installed libraries (conformance.features)
     repro: str
+    # Cross-version records only: the versions that saved what `versions` (the loader) loaded.
+    saved_with: dict[str, str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=False, allow_nan=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,26 +139,36 @@ class Engine:
     def expect(self, records: list[Record]) -> list[Record]:
         return expect(records, self.expectation_set)
 
-    def judge(self, case: Case) -> list[Record]:
-        """Run one case and judge every applicable check (no expectations yet)."""
+    def judge(self, case: Case, execute: Callable[[Case], CaseRun] | None = None) -> list[Record]:
+        """Run one case and judge every applicable check (no expectations yet); `execute` replaces the
+        implementation's own workflow (the cross-version import judges what it loaded)."""
         records, checks, skip, context = self._blank(case)
         if skip:
             return records
-        impl = implementations.get(case.implementation)
-        recipe = recipe_book.load().get(case.recipe)
-        dtype = oracles.tolerances().dtype(case.family, case.workflow)
-        run = impl.execute(case, recipe, dtype, self.workspace)
+        run = (execute or self.execute)(case)
         for record, check in zip(records, checks, strict=True):
             self._judge(record, check, run, record.tolerance, context)
         return records
 
-    def unfinished(self, case: Case, detail: str) -> list[Record]:
+    def execute(self, case: Case) -> CaseRun:
+        """The case's workflow, run by its implementation (no skip check, no judging)."""
+        impl = implementations.get(case.implementation)
+        recipe = recipe_book.load().get(case.recipe)
+        return impl.execute(
+            case, recipe, oracles.tolerances().dtype(case.family, case.workflow), self.workspace
+        )
+
+    def skip_reason(self, case: Case) -> str | None:
+        impl, family = implementations.get(case.implementation), case.family_def()
+        return self._skip_reason(case, impl, family, recipe_book.load().get(case.recipe))
+
+    def unfinished(self, case: Case, detail: str, outcome: str = outcomes.CRASHED) -> list[Record]:
         """The records of a case that never finished (its worker died or ran out of time): each check
-        crashed, with why; a case that would have been skipped stays skipped."""
+        crashed (or `outcome`), with why; a case that would have been skipped stays skipped."""
         records, _, skip, _ = self._blank(case)
         if not skip:
             for record in records:
-                record.outcome, record.detail = outcomes.CRASHED, detail
+                record.outcome, record.detail = outcome, detail
         return records
 
     def _blank(self, case: Case) -> tuple[list[Record], list[Any], str | None, Any]:
@@ -286,6 +297,7 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
                 record.tied,
                 record.versions,
                 record.support,
+                record.saved_with,
             )
             entry = expectation_set.match(subject)
         attach(record, entry, expectations.verdict(record.outcome, entry))

@@ -34,6 +34,7 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
         head_path = effective.module_path(base, base.get_output_embeddings())
         if case.workflow in ("adapter", "untie-first"):
             base_dir = workspace.checkpoint(base_key, base)
+            run.put("base_checkpoint", base_dir)
         run.put("base_logits", workspace.logits(base_key, base, ids))
 
     if case.workflow == "untie-first":

@@ -1,0 +1,191 @@
+"""Cross-version save → load: export what one environment merged and saved, import it in another.
+
+`export` (environment A) runs PEFT's merge and adapter workflows and keeps, per case, what they wrote:
+the merged checkpoint, the adapter and the base it belongs to, and the unmerged logits on the probe ids,
+with a manifest naming A's versions. `import` (environment B) vets the folder (conformance.checkpoints:
+safetensors and JSON only, paths inside it), loads each checkpoint with B's `from_pretrained` (and
+PEFT's adapter load) and judges it: roundtrip-fidelity and adapter-roundtrip against A's unmerged
+logits, tie-consistency (the HF rule of B on the saved config; lm_head.weight in the checkpoint exactly
+when untied; no missing keys). Records carry both version sets: `versions` (the loader, B) and
+`saved_with` (the saver, A), and expectations can name ranges of either.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from conformance import checkpoints, expectations, features, oracles, outcomes, pipeline, results
+from conformance import recipes as recipe_book
+from conformance.cases import Case
+from conformance.errors import ConformanceError
+from conformance.expectations import ExpectationSet
+from conformance.pipeline import CaseRun, Workspace
+from conformance.runner import Engine, Selection, expect, plan, vocabulary
+from conformance.versions import installed, sources
+
+MANIFEST = "manifest.json"
+WORKFLOWS = ("merge", "adapter")
+# What a cross-version record judges: only what the saver's output and the loader decide.
+CHECKS = ("roundtrip-fidelity", "tie-consistency", "adapter-roundtrip")
+
+
+def export(families: list[str], out: Path) -> int:
+    """Run the merge and adapter cases of PEFT here and keep what they saved under `out`."""
+    if out.exists() and any(out.iterdir()):
+        raise ConformanceError(f"{out}: exists and is not empty; export writes a fresh folder")
+    selection = Selection(["peft"], families, [], list(WORKFLOWS))
+    planned = plan(selection)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="export-"))
+    for part in ("work", "kept"):
+        (scratch / part).mkdir()
+    engine = Engine(selection, Workspace(scratch / "work", keep=scratch / "kept"), ExpectationSet([]))
+    listed: list[dict[str, Any]] = []
+    try:
+        for case in planned:
+            if engine.skip_reason(case) is not None:
+                continue
+            entry: dict[str, Any] = {"case_id": case.case_id, "path": str(len(listed))}
+            run = engine.execute(case)
+            # The tie warnings the user saw while merging and saving here: they belong to the case's
+            # history wherever it is loaded, so a divergence they announced stays "warned".
+            saved_at = max((run.made_in.get(a, -1) for a in ("saved_flags", "peft_logits")), default=-1)
+            entry["warnings"] = run.capture.tie_warnings(saved_at)
+            target = out / entry["path"]
+            if run.failure is not None or "peft_logits" not in run.artifacts:
+                failure = run.failure
+                entry["failed"] = f"{failure.step}: {failure.message}" if failure else "no unmerged logits"
+            else:
+                assert run.kept is not None
+                shutil.move(str(run.kept), str(target))
+                if case.workflow == "adapter":
+                    shutil.copytree(run.artifacts["base_checkpoint"], target / "base")
+                ids = pipeline.inputs(case.config["vocab_size"], case.seed)
+                from safetensors.torch import save_file
+
+                tensors = {"unmerged": run.artifacts["peft_logits"], "ids": ids}
+                save_file(tensors, str(target / "logits.safetensors"))
+            if run.kept is not None and run.kept.exists():
+                shutil.rmtree(run.kept, ignore_errors=True)
+            listed.append(entry)
+    finally:
+        engine.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    manifest = {
+        "saved_with": installed(),
+        "sources": sources(),
+        "features": features.found(),
+        "families": families,
+        "cases": listed,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"export: {len(listed)} cases ({sum('failed' in e for e in listed)} failed before saving) in {out}")
+    return 0
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    checkpoints.vet(folder)
+    try:
+        manifest = json.loads(path.read_text())
+        cases = manifest["cases"]
+        saved_with = manifest["saved_with"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConformanceError(f"{path}: not an export manifest ({exc})") from None
+    if not isinstance(cases, list) or not isinstance(saved_with, dict):
+        raise ConformanceError(f"{path}: not an export manifest (cases, saved_with)")
+    return manifest
+
+
+def _loader(folder: Path, entry: dict[str, Any], where: str) -> Any:
+    """The steps that load what A saved for one case, here, with what the checks compare."""
+
+    def steps(run: CaseRun, scratch: Path) -> None:
+        case, family = run.case, run.case.family_def()
+        dtype = oracles.tolerances().dtype(case.family, case.workflow)
+        with run.step("read"):
+            for message in entry.get("warnings") or []:
+                run.capture.warnings.append((0, str(message)))
+            base = checkpoints.inside(folder, str(entry.get("path")), where)
+            from safetensors.torch import load_file
+
+            saved = load_file(str(checkpoints.inside(base, "logits.safetensors", where)))
+            ids, unmerged = saved["ids"], saved["unmerged"]
+            run.put("peft_logits", unmerged)
+            if case.workflow == "merge":
+                pipeline.read_checkpoint(run, checkpoints.inside(base, "merged", where), family)
+        if case.workflow == "merge":
+            pipeline.reload(run, checkpoints.inside(base, "merged", where), family, ids, dtype)
+            return
+        with run.step("load-adapter"):
+            from peft import PeftModel
+
+            fresh = pipeline.load_hf(checkpoints.inside(base, "base", where), family, dtype)
+            adapter = checkpoints.inside(base, "adapter", where)
+            loaded = PeftModel.from_pretrained(fresh, adapter).eval()
+            run.put("adapter_logits", pipeline.logits(loaded, ids))
+
+    return steps
+
+
+def import_(folder: Path, out: Path) -> int:
+    """Load and judge every case an export saved; records in `out` (results.jsonl, run.json)."""
+    from conformance import cases as case_ids
+    from conformance import implementations, report, session
+
+    manifest = _manifest(folder)
+    book = recipe_book.load()
+
+    selection = Selection(["peft"], list(manifest.get("families") or []), [], list(WORKFLOWS), list(CHECKS))
+    known = expectations.load(vocabulary())
+    engine = Engine(selection, Workspace(), ExpectationSet([]))
+    records: list[results.Record] = []
+    try:
+        for i, entry in enumerate(manifest["cases"]):
+            where = f"{folder / MANIFEST}:cases[{i}]"
+            if not isinstance(entry, dict) or "case_id" not in entry:
+                raise ConformanceError(f"{where}: not a case entry")
+            case: Case = case_ids.parse(
+                str(entry["case_id"]), list(implementations.REGISTRY), list(book.recipes)
+            )
+            if entry.get("failed"):
+                # Nothing was saved: not a cross-version case (the saver's own run records the failure).
+                reason = f"not exported: the saving environment stopped at {entry['failed']}"
+                judged = engine.unfinished(case, reason, outcome=outcomes.SKIPPED)
+            else:
+                steps = _loader(folder, entry, where)
+                judged = engine.judge(
+                    case, lambda c, steps=steps: pipeline.execute(c, steps, engine.workspace)
+                )
+            for record in judged:
+                record.saved_with = dict(manifest["saved_with"])
+            records.extend(expect(judged, known))
+    finally:
+        engine.close()
+    meta = {
+        "selection": session.selection_record(selection),
+        "versions": installed(),
+        "sources": sources(),
+        "features": features.found(),
+        "saved_with": manifest["saved_with"],
+        "imported_from": str(folder),
+        "cases": len(manifest["cases"]),
+        "results": len(records),
+        "incomplete": False,
+    }
+    path = results.write(records, out, meta)
+    results.summary(records, sys.stdout, [])
+    saver, loader = _versions(manifest["saved_with"]), _versions(installed())
+    print(f"\nimport: {len(manifest['cases'])} cases saved with {saver}, loaded with {loader}")
+    print(f"results in {path}")
+    print(f"report: {report.render([report.load(path)], out / 'index.html')}")
+    return 1 if any(r.verdict == expectations.UNEXPECTED for r in records) else 0
+
+
+def _versions(found: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in found.items() if k in ("transformers", "peft", "nemo-automodel"))

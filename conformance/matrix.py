@@ -1,0 +1,109 @@
+"""The nightly matrix as data (cases/matrix.toml): named environments and cross-version pairs.
+
+Read by tox's plugin (toxfile.py, in tox's own interpreter: standard library only, no package of the
+suite's), by the nightly workflow's job matrix and by the timeline page, so the rows live in one place.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # tox itself depends on tomli below 3.11
+    import tomli as tomllib
+
+MATRIX_FILE = Path(__file__).resolve().parent.parent / "cases" / "matrix.toml"
+_NAME = re.compile(r"[a-z0-9][a-z0-9.]*(-[a-z0-9.]+)*")
+_ROW_FIELDS = {"name", "transformers", "peft", "nemo", "why", "needs"}
+_XVER_FIELDS = {"save", "load", "families", "why"}
+
+
+class MatrixError(Exception):
+    """A malformed matrix file: one line naming the entry and field."""
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    why: str
+    transformers: str = ""  # "": the newest (a NeMo row: its pin)
+    peft: str = ""
+    nemo: str = ""
+    needs: str = ""  # a host the specs download from
+
+    @property
+    def implementations(self) -> list[str]:
+        return ["nemo-automodel"] if self.nemo else ["hf", "peft"]
+
+    def unreachable(self, timeout: float = 3.0) -> str | None:
+        """Why this row cannot be built here (its host does not answer), or None."""
+        if not self.needs:
+            return None
+        try:
+            socket.create_connection((self.needs, 443), timeout=timeout).close()
+        except OSError as exc:
+            return f"{self.name}: skipped, {self.needs} cannot be reached from this machine ({exc})"
+        return None
+
+
+@dataclass(frozen=True)
+class Pair:
+    save: str
+    load: str
+    why: str
+    families: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return f"xver-{self.save}-to-{self.load}"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    rows: dict[str, Row]
+    pairs: dict[str, Pair]
+
+
+def load(path: Path = MATRIX_FILE) -> Matrix:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MatrixError(f"{path}: {exc}") from None
+    rows: dict[str, Row] = {}
+    for i, raw in enumerate(data.get("row", [])):
+        where = f"{path}:row[{i}]"
+        _fields(raw, _ROW_FIELDS, where, required=("name", "why"))
+        if not _NAME.fullmatch(raw["name"]) or raw["name"] in rows:
+            raise MatrixError(
+                f"{where}.name: {raw['name']!r} is not a new lower-case name (a-z, 0-9, '.', '-')"
+            )
+        rows[raw["name"]] = Row(**raw)
+    pairs: dict[str, Pair] = {}
+    for i, raw in enumerate(data.get("xver", [])):
+        where = f"{path}:xver[{i}]"
+        _fields(raw, _XVER_FIELDS, where, required=("save", "load", "why"))
+        for side in ("save", "load"):
+            if raw[side] not in rows:
+                raise MatrixError(f"{where}.{side}: no row named {raw[side]!r}")
+        pair = Pair(raw["save"], raw["load"], raw["why"], tuple(raw.get("families", ())))
+        pairs[pair.name] = pair
+    return Matrix(rows, pairs)
+
+
+def _fields(raw: object, allowed: set[str], where: str, required: tuple[str, ...]) -> None:
+    if not isinstance(raw, dict):
+        raise MatrixError(f"{where}: expected a table")
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise MatrixError(f"{where}.{extra[0]}: unknown field; allowed: {', '.join(sorted(allowed))}")
+    for key in required:
+        if not raw.get(key):
+            raise MatrixError(f"{where}.{key}: required field is missing")
+    for key, value in raw.items():
+        if key != "families" and not isinstance(value, str):
+            raise MatrixError(f"{where}.{key}: expected a string, got {value!r}")
