@@ -172,11 +172,14 @@ class ExpectationSet:
     used: set[str] = field(default_factory=set)
 
     def match(self, subject: Subject) -> Expectation | None:
-        for entry in self.entries:
-            if entry.matches(subject):
-                self.used.add(entry.id)
-                return entry
-        return None
+        entry = self.peek(subject)
+        if entry is not None:
+            self.used.add(entry.id)
+        return entry
+
+    def peek(self, subject: Subject) -> Expectation | None:
+        """The entry that decides `subject`, without counting it as used."""
+        return next((entry for entry in self.entries if entry.matches(subject)), None)
 
     def unused(self, implementations: set[str], installed: dict[str, str]) -> list[Expectation]:
         """Entries in scope for this run (implementation selected, versions matching) that matched nothing."""
