@@ -282,6 +282,18 @@ def applicable_checks(case: Case) -> list[oracles.Check]:
     ]
 
 
+def _inherited(subject: Subject, record: Record, found: expectations.ExpectationSet) -> Any:
+    """A cross-version record's entry among the single-environment ones: the saver's known behaviour
+    (what it did wrong while merging shows wherever the result is loaded), else the loader's; each only
+    where it shows the same way (otherwise the other version changed it, which needs its own entry)."""
+    for versions in (record.saved_with, record.versions):
+        alone = replace(subject, versions=versions, saved_with=None)
+        entry = found.peek(alone)
+        if entry is not None and entry.outcome == record.outcome:
+            return found.match(alone)
+    return None
+
+
 def expect(records: list[Record], expectation_set: expectations.ExpectationSet) -> list[Record]:
     """Attach the matching expectation and the verdict to each record (skips never match one)."""
     for record in records:
@@ -301,12 +313,6 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
             )
             entry = expectation_set.match(subject)
             if entry is None and record.saved_with is not None:
-                # A cross-version record inherits the saver's own known behaviour: what the saving
-                # versions did wrong while merging is explained by their entries wherever it is loaded,
-                # as long as it shows the same way (else the loader changed it: that needs its own entry).
-                as_saved = replace(subject, versions=record.saved_with, saved_with=None)
-                inherited = expectation_set.peek(as_saved)
-                if inherited is not None and inherited.outcome == record.outcome:
-                    entry = expectation_set.match(as_saved)
+                entry = _inherited(subject, record, expectation_set)
         attach(record, entry, expectations.verdict(record.outcome, entry))
     return records
