@@ -106,10 +106,16 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from conformance import report
+    from conformance import report, timeline
 
     runs = [report.load(Path(p)) for p in args.results]
-    print(f"report: {report.render(runs, Path(args.output))}")
+    view = args.view or ("timeline" if len(runs) > 2 else "matrix")
+    page = (
+        timeline.render(runs, Path(args.output))
+        if view == "timeline"
+        else report.render(runs, Path(args.output))
+    )
+    print(f"report: {page}")
     return EXIT_OK
 
 
@@ -244,6 +250,12 @@ def parser() -> argparse.ArgumentParser:
         help="results.jsonl files, one column group each (default reports/results.jsonl)",
     )
     page.add_argument("-o", "--output", default="reports/index.html")
+    page.add_argument(
+        "--view",
+        choices=("matrix", "timeline"),
+        help="matrix: a column group per run; timeline: a column per run in version order "
+        "(default: timeline for more than two runs)",
+    )
     page.set_defaults(func=cmd_report)
     compare = sub.add_parser("diff", help="compare two results files: added, removed, changed, unchanged")
     compare.add_argument("old")

@@ -37,7 +37,9 @@ CHECKS = ("roundtrip-fidelity", "tie-consistency", "adapter-roundtrip")
 def export(families: list[str], out: Path) -> int:
     """Run the merge and adapter cases of PEFT here and keep what they saved under `out`."""
     if out.exists() and any(out.iterdir()):
-        raise ConformanceError(f"{out}: exists and is not empty; export writes a fresh folder")
+        if not (out / MANIFEST).is_file():
+            raise ConformanceError(f"{out}: exists and is not an earlier export; export writes a fresh folder")
+        shutil.rmtree(out)  # last night's export of this row: replaced whole
     selection = Selection(["peft"], families, [], list(WORKFLOWS))
     planned = plan(selection)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,13 @@ def _manifest(folder: Path) -> dict[str, Any]:
         raise ConformanceError(f"{path}: not an export manifest ({exc})") from None
     if not isinstance(cases, list) or not isinstance(saved_with, dict):
         raise ConformanceError(f"{path}: not an export manifest (cases, saved_with)")
+    # Every path is checked before anything is loaded: a manifest from elsewhere may point anywhere.
+    for i, entry in enumerate(cases):
+        where = f"{path}:cases[{i}]"
+        if not isinstance(entry, dict) or "case_id" not in entry:
+            raise ConformanceError(f"{where}: not a case entry")
+        if not entry.get("failed"):
+            checkpoints.inside(folder, entry.get("path"), f"{where}.path")
     return manifest
 
 
@@ -148,8 +157,6 @@ def import_(folder: Path, out: Path) -> int:
     try:
         for i, entry in enumerate(manifest["cases"]):
             where = f"{folder / MANIFEST}:cases[{i}]"
-            if not isinstance(entry, dict) or "case_id" not in entry:
-                raise ConformanceError(f"{where}: not a case entry")
             case: Case = case_ids.parse(
                 str(entry["case_id"]), list(implementations.REGISTRY), list(book.recipes)
             )

@@ -107,3 +107,19 @@ def _fields(raw: object, allowed: set[str], where: str, required: tuple[str, ...
     for key, value in raw.items():
         if key != "families" and not isinstance(value, str):
             raise MatrixError(f"{where}.{key}: expected a string, got {value!r}")
+
+
+def github_matrix(kind: str) -> str:
+    """JSON for a GitHub Actions job matrix: the rows' names, or the pairs with the row they load from."""
+    import json
+
+    found = load()
+    if kind == "rows":
+        return json.dumps(list(found.rows))
+    return json.dumps([{"pair": name, "save": pair.save} for name, pair in found.pairs.items()])
+
+
+if __name__ == "__main__":  # python -m conformance.matrix rows|pairs (the nightly workflow's job matrix)
+    if len(sys.argv) != 2 or sys.argv[1] not in ("rows", "pairs"):
+        sys.exit("usage: python -m conformance.matrix rows|pairs")
+    print(github_matrix(sys.argv[1]))

@@ -208,6 +208,19 @@ def plot(runs: list[Run], width: int = 900, height: int = 260) -> str:
     return "".join(parts)
 
 
+def banner(run: Run) -> dict[str, Any]:
+    """Per environment: unexpected N, expected N by expectation (with its link), unexpected-pass N."""
+    verdicts = Counter(r["verdict"] for r in run.records)
+    expected = Counter(r["expected"] for r in run.records if r["verdict"] == EXPECTED and r.get("expected"))
+    return {
+        "unexpected": verdicts.get(UNEXPECTED, 0),
+        "unexpected_pass": verdicts.get(UNEXPECTED_PASS, 0),
+        "expected": verdicts.get(EXPECTED, 0),
+        "by_expectation": expected.most_common(),
+        "incomplete": bool(run.meta.get("incomplete")),
+    }
+
+
 def totals(runs: list[Run]) -> list[Counter]:
     return [Counter(r["outcome"] for r in run.records) for run in runs]
 
@@ -275,10 +288,10 @@ def details(run: Run) -> dict[str, Any]:
 
 
 @functools.cache
-def page_script() -> tuple[str, str]:
-    """The page's one script and its CSP hash: no other script may run on a page that shows text written
+def page_script(name: str = "report.js") -> tuple[str, str]:
+    """A page's one script and its CSP hash: no other script may run on a page that shows text written
     by the code under test."""
-    script = (Path(__file__).parent / "templates" / "report.js").read_text()
+    script = (Path(__file__).parent / "templates" / name).read_text()
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     return script, f"'sha256-{digest}'"
 
@@ -286,6 +299,7 @@ def page_script() -> tuple[str, str]:
 def render(runs: list[Run], output: Path) -> Path:
     """Write the report page for `runs` (one column group each) and return its path."""
     grid = matrix(runs)
+    links = expectation_links()
     script, script_hash = page_script()
     template = _templates().get_template("report.html.j2")
     page = template.render(
@@ -298,12 +312,14 @@ def render(runs: list[Run], output: Path) -> Path:
         outcomes=OUTCOMES,
         severity=list(SEVERITY),
         totals=totals(runs),
+        banners=[banner(run) for run in runs],
         plot=plot(runs),
         checks=sorted({r["check"] for run in runs for r in run.records}),
         implementations=sorted({r["implementation"] for run in runs for r in run.records}),
         families=list(dict.fromkeys(row[0] for row in grid["rows"])),
         details=script_json([details(run) for run in runs]),
-        links=script_json(expectation_links()),
+        links=script_json(links),
+        links_by_id=links,
     )
     return _write(page, output)
 

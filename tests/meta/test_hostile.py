@@ -7,6 +7,7 @@ must show as written.
 """
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -57,13 +58,16 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
 
 def _pages(runs, folder: Path) -> dict[str, Path]:
     base, hostile = runs
-    pages = {name: folder / f"{name}.html" for name in ("report", "diff", "gate")}
-    assert main(["report", str(hostile / "results.jsonl"), "-o", str(pages["report"])]) == EXIT_OK
-    assert (
-        main(["diff", str(base / "results.jsonl"), str(hostile / "results.jsonl"), "-o", str(pages["diff"])])
-        == 0
-    )
-    main(["gate", str(base / "results.jsonl"), str(hostile / "results.jsonl"), "-o", str(pages["gate"])])
+    pages = {name: folder / f"{name}.html" for name in ("report", "diff", "gate", "timeline")}
+    old, new = str(base / "results.jsonl"), str(hostile / "results.jsonl")
+    assert main(["report", new, "-o", str(pages["report"])]) == EXIT_OK
+    assert main(["diff", old, new, "-o", str(pages["diff"])]) == EXIT_OK
+    main(["gate", old, new, "-o", str(pages["gate"])])
+    again = folder / "again"
+    if not again.exists():
+        shutil.copytree(base, again)
+    view = ["--view", "timeline", "-o", str(pages["timeline"])]
+    assert main(["report", old, new, str(again / "results.jsonl"), *view]) == EXIT_OK
     return pages
 
 
@@ -89,18 +93,21 @@ def test_hostile_text_is_inert_in_a_real_browser(runs, tmp_path):
                     cell.click()
                     driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('mouseover'))", cell)
                 shown = driver.find_element(By.ID, "details").text
+            elif name == "timeline":
+                driver.find_element(By.ID, "f-all").click()
+                cells = driver.find_elements(By.CSS_SELECTOR, "td.o[title]")
+                shown = " ".join(c.get_attribute("title") for c in cells)
             else:
                 shown = driver.find_element(By.TAG_NAME, "body").text
             for element in driver.find_elements(By.CSS_SELECTOR, "td, code, a, span"):
                 driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('mouseover'))", element)
             assert driver.execute_script("return window.__pwned === undefined"), f"{name}: injected code ran"
             assert driver.title == title and "PWNED" not in driver.title, name
-            assert driver.find_elements(By.CSS_SELECTOR, "img, svg [onload], a[href^='javascript']") == [], (
-                name
-            )
+            planted = driver.find_elements(By.CSS_SELECTOR, "img, svg [onload], a[href^='javascript']")
+            assert planted == [], name
             # The text is there, shown as written.
             assert "</script><script>window.__pwned='script'" in shown, (name, shown[:500])
-            if name != "diff":  # the diff lists outcomes, not details
+            if name in ("report", "gate"):  # the diff lists outcomes; the timeline shows no warnings
                 assert "onerror=" in shown or (name == "gate" and "<svg onload" in shown), name
             severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
             assert severe == [], (name, severe)
