@@ -38,7 +38,7 @@ def export(families: list[str], out: Path) -> int:
     """Run the merge and adapter cases of PEFT here and keep what they saved under `out`."""
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST).is_file():
-            raise ConformanceError(f"{out}: exists and is not an earlier export; export writes a fresh folder")
+            raise ConformanceError(f"{out}: exists, and is not an earlier export; export writes a new folder")
         shutil.rmtree(out)  # last night's export of this row: replaced whole
     selection = Selection(["peft"], families, [], list(WORKFLOWS))
     planned = plan(selection)

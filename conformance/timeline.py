@@ -3,7 +3,8 @@
 Rows are cells (implementation · family · flags · recipe · workflow · check); columns are the runs in
 version order (the order of cases/matrix.toml where a run's folder is named after a row, then by
 versions). Where a cell's outcome changes between adjacent columns the page says so: "fixed in" (a
-non-pass becomes pass), "broke in" (pass becomes a non-pass), "changed in" otherwise. Rows whose every
+non-pass becomes pass), "broke in" (pass becomes a non-pass), "changed in" otherwise; cross-version
+columns (save in one environment, load in another) show their outcomes but are no step. Rows whose every
 column passes (or skips) are folded away by default. Reads results files only: no torch.
 """
 
@@ -78,7 +79,8 @@ def lines(runs: list[Run]) -> list[Line]:
         events = []
         previous = None
         for index, outcome in enumerate(outcomes):
-            if outcome in (None, SKIPPED):
+            # Cross-version columns are not a step in the version order: they show, they do not move.
+            if outcome in (None, SKIPPED) or runs[index].meta.get("saved_with"):
                 continue
             if previous is not None and outcome != previous:
                 kind = FIXED if outcome == PASS else BROKE if previous == PASS else CHANGED
