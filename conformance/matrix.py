@@ -80,7 +80,7 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
         _fields(raw, _ROW_FIELDS, where, required=("name", "why"))
         if not _NAME.fullmatch(raw["name"]) or raw["name"] in rows:
             raise MatrixError(
-                f"{where}.name: {raw['name']!r} is not a new lower-case name (a-z, 0-9, '.', '-')"
+                f"{where}.name: {raw['name']!r} is not a new name of a-z, 0-9, '.' and '-'"
             )
         rows[raw["name"]] = Row(**raw)
     pairs: dict[str, Pair] = {}

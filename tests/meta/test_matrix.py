@@ -1,0 +1,78 @@
+"""The nightly matrix as data: the shipped file, one-line errors for a malformed one, the job matrix."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conformance import matrix
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_matrix_has_the_rows_measured_by_hand():
+    found = matrix.load()
+    assert {
+        "tf4.55-peft0.17",
+        "tf4.57-peft0.18",
+        "tf5.5-peft0.19",
+        "tf5.8-peft0.20",
+        "newest",
+        "main",
+    } <= set(found.rows)
+    assert {f"nemo0.{n}" for n in range(4, 8)} <= set(found.rows)
+    assert all(row.why and "\n" not in row.why for row in found.rows.values())
+    assert found.rows["main"].needs == "github.com" and "git+" in found.rows["main"].peft
+    pairs = {(p.save, p.load) for p in found.pairs.values()}
+    assert {
+        ("tf4.55-peft0.17", "newest"),
+        ("tf4.57-peft0.18", "newest"),
+        ("newest", "tf4.57-peft0.18"),
+    } <= pairs
+    assert {("nemo0.7", "newest"), ("newest", "nemo0.7")} <= pairs
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[[row]]\nname = "a"\n', "row[0].why: required field is missing"),
+        ('[[row]]\nname = "a"\nwhy = "w"\ntorch = "x"\n', "row[0].torch: unknown field"),
+        ('[[row]]\nname = "A b"\nwhy = "w"\n', "row[0].name: 'A b' is not a new name of"),
+        (
+            '[[row]]\nname = "a"\nwhy = "w"\n[[xver]]\nsave = "a"\nload = "b"\nwhy = "w"\n',
+            "xver[0].load: no row",
+        ),
+        ("[[row]\n", "matrix.toml"),
+    ],
+)
+def test_a_malformed_matrix_is_one_line(tmp_path, text, words):
+    path = tmp_path / "matrix.toml"
+    path.write_text(text)
+    with pytest.raises(matrix.MatrixError) as caught:
+        matrix.load(path)
+    assert words in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_an_unreachable_host_skips_its_row_with_the_reason():
+    row = matrix.Row("main", "why", needs="host.invalid")
+    reason = row.unreachable(timeout=2)
+    assert reason and reason.startswith("main: skipped, host.invalid cannot be reached")
+    assert matrix.Row("newest", "why").unreachable() is None
+
+
+def test_the_nightly_workflow_takes_its_job_matrices_from_the_data_file():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))
+    assert "schedule" in triggers and "workflow_dispatch" in triggers
+    plan = "\n".join(step.get("run", "") for step in workflow["jobs"]["plan"]["steps"])
+    assert "python -m conformance.matrix rows" in plan and "python -m conformance.matrix pairs" in plan
+    assert "needs.plan.outputs.rows" in workflow["jobs"]["row"]["strategy"]["matrix"]["row"]
+    done = subprocess.run(
+        [sys.executable, "-m", "conformance.matrix", "rows"], capture_output=True, text=True
+    )
+    assert json.loads(done.stdout) == list(matrix.load().rows)
+    caches = [s for s in workflow["jobs"]["properties"]["steps"] if "actions/cache" in s.get("uses", "")]
+    assert caches and caches[0]["with"]["path"] == ".hypothesis"
