@@ -40,6 +40,8 @@ def header(selection: Any) -> None:
     print(f"conformance: {pkgs}")
     for name, source in sources().items():
         print(f"conformance: {name} from {source}")
+    for name, why in implementations.not_planned(selection.implementations).items():
+        print(f"conformance: {name} not planned: {why}")
     for package, version in installed().items():
         if is_dev_build(version):
             print(
@@ -184,7 +186,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("recipes:")
     for recipe in book.recipes.values():
         reason = book.skip_reason(recipe)
-        print(f"  {recipe.name:<28} {'skipped: ' + reason if reason else recipe.about}")
+        needs = f" [needs {', '.join(recipe.requires)}]" if recipe.requires else ""
+        print(f"  {recipe.name:<28} {'skipped: ' + reason if reason else recipe.about + needs}")
     print("features (probed in the installed libraries):")
     for feature in features.FEATURES.values():
         reason = features.missing(feature.name)

@@ -79,9 +79,7 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
         where = f"{path}:row[{i}]"
         _fields(raw, _ROW_FIELDS, where, required=("name", "why"))
         if not _NAME.fullmatch(raw["name"]) or raw["name"] in rows:
-            raise MatrixError(
-                f"{where}.name: {raw['name']!r} is not a new name of a-z, 0-9, '.' and '-'"
-            )
+            raise MatrixError(f"{where}.name: {raw['name']!r} is not a new name of a-z, 0-9, '.' and '-'")
         rows[raw["name"]] = Row(**raw)
     pairs: dict[str, Pair] = {}
     for i, raw in enumerate(data.get("xver", [])):

@@ -121,6 +121,7 @@ def run(selection: Selection, options: Options) -> int:
         "versions": installed(),
         "sources": sources(),
         "features": features.found(),
+        "not_planned": implementations.not_planned(selection.implementations),
         "cases": len(planned),
         "jobs": options.jobs,
         "case_timeout": options.case_timeout,

@@ -55,6 +55,7 @@ class Implementation:
     family_unavailable: Callable[[Family], str | None] = lambda family: None
     # SUPPORTED, or REFUSED when the implementation declares it does not build this combination.
     support: Callable[[Family, TieFlags], str] = lambda family, flags: SUPPORTED
+    elsewhere: str = ""  # where its results are made when it is not installed in a run's environment
 
     @property
     def workflows(self) -> tuple[str, ...]:
@@ -102,6 +103,7 @@ REGISTRY: dict[str, Implementation] = {
             families=tuple(nemo.CLASSES),
             family_unavailable=nemo.unavailable,
             support=nemo.support,
+            elsewhere="`tox -e nemo` runs it, with its pinned transformers, into reports/nemo/index.html",
         ),
     )
 }
@@ -115,8 +117,22 @@ def get(name: str, where: str = "") -> Implementation:
 
 
 def selected(names: list[str] | None) -> list[Implementation]:
-    """--impl names, else the CONFORMANCE_IMPL variable (comma-separated), else every implementation."""
+    """--impl names, else the CONFORMANCE_IMPL variable (comma-separated), else every implementation that
+    is installed here (one named explicitly but not installed is planned, and its cases say why they skip)."""
     if not names:
         env = os.environ.get(ENV_VAR, "")
-        names = [n.strip() for n in env.split(",") if n.strip()] or list(REGISTRY)
+        names = [n.strip() for n in env.split(",") if n.strip()]
+    if not names:
+        return [impl for impl in REGISTRY.values() if impl.unavailable() is None]
     return [get(n, f"--impl/{ENV_VAR}") for n in names]
+
+
+def not_planned(names: list[str] | None) -> dict[str, str]:
+    """Implementations a default selection leaves out (not installed here), and where they are run."""
+    if names or os.environ.get(ENV_VAR, "").strip():
+        return {}
+    return {
+        impl.name: f"{impl.unavailable()}{'; ' + impl.elsewhere if impl.elsewhere else ''}"
+        for impl in REGISTRY.values()
+        if impl.unavailable() is not None
+    }
