@@ -289,10 +289,29 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# Verbs that run cases and so need the engine's libraries (the `engine` extra).
+_ENGINE_VERBS = ("run", "repro", "export", "import", "list")
+_ENGINE = ("torch", "transformers", "peft", "hypothesis")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
+    except ModuleNotFoundError as exc:
+        if args.command not in _ENGINE_VERBS or exc.name not in (
+            "torch",
+            "transformers",
+            "peft",
+            "hypothesis",
+        ):
+            raise
+        print(
+            f"error: `{args.command}` runs cases and needs {exc.name}: install the engine (pip install -e "
+            "'.[engine]') or use a tox environment (tox exec -e gemma4 -- python -m conformance ...)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     except ConformanceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

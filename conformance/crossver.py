@@ -34,8 +34,17 @@ WORKFLOWS = ("merge", "adapter")
 CHECKS = ("roundtrip-fidelity", "tie-consistency", "adapter-roundtrip")
 
 
+def _one_thread() -> None:
+    """Tiny models gain nothing from intra-op threads, and two busy processes on two cores make OpenMP's
+    spinning threads crawl: the cases here run in this process, so it keeps to one thread, as workers do."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def export(families: list[str], out: Path) -> int:
     """Run the merge and adapter cases of PEFT here and keep what they saved under `out`."""
+    _one_thread()
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST).is_file():
             raise ConformanceError(f"{out}: exists, and is not an earlier export; export writes a new folder")
@@ -149,6 +158,7 @@ def import_(folder: Path, out: Path) -> int:
 
     manifest = _manifest(folder)
     book = recipe_book.load()
+    _one_thread()
 
     selection = Selection(["peft"], list(manifest.get("families") or []), [], list(WORKFLOWS), list(CHECKS))
     known = expectations.load(vocabulary())

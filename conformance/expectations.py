@@ -184,12 +184,24 @@ class ExpectationSet:
         """The entry that decides `subject`, without counting it as used."""
         return next((entry for entry in self.entries if entry.matches(subject)), None)
 
-    def unused(self, implementations: set[str], installed: dict[str, str]) -> list[Expectation]:
-        """Entries in scope for this run (implementation selected, versions matching) that matched nothing."""
+    def unused(
+        self, implementations: set[str], installed: dict[str, str], ran: set[str] | None = None
+    ) -> list[Expectation]:
+        """Entries in scope for this run that matched nothing: implementation selected, versions matching,
+        not a cross-version entry, and (given `ran`, the recipes that ran here) naming a recipe that ran, so
+        an entry about a feature this build lacks is not called stale."""
         return [
             e
             for e in self.entries
-            if e.implementation in implementations and e.id not in self.used and e.versions_match(installed)
+            if e.implementation in implementations
+            and e.id not in self.used
+            and not e.saved_with_specs
+            and e.versions_match(installed)
+            and (
+                ran is None
+                or "recipe" not in e.names
+                or any(fnmatch.filter(ran, g) for g in e.names["recipe"])
+            )
         ]
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance import execution, expectations, features, implementations, report, results
+from conformance import execution, expectations, features, implementations, outcomes, report, results
 from conformance.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED
 from conformance.errors import ConformanceError
 from conformance.results import Record
@@ -157,7 +157,8 @@ def run(selection: Selection, options: Options) -> int:
     # Entries of an implementation that is not installed here say nothing about this run.
     present = {i.name for i in chosen if i.unavailable() is None}
     complete = stopped is None
-    unused = known.unused(present, installed()) if complete and not selection.filtered else []
+    ran = {r.recipe for r in records if r.outcome != outcomes.SKIPPED}
+    unused = known.unused(present, installed(), ran) if complete and not selection.filtered else []
     meta.update(incomplete=not complete, unused_expectations=[e.id for e in unused])
     if complete:
         path = results.write(records, options.out, meta)
