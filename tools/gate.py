@@ -85,7 +85,8 @@ def side_specs() -> tuple[str, dict[str, dict[str, str]]]:
         "torch": os.environ.get("TORCH_SPEC") or "torch",
         "transformers": os.environ.get("TRANSFORMERS_SPEC", ""),
         "python": sys.executable,
-        "suite": str(ROOT),
+        # The suite with its engine's dependencies (hypothesis, tqdm, ...): a change here rebuilds the sides.
+        "suite": f"{ROOT}[engine]",
     }
     if under_test == "nemo":
         common["peft"] = resolve_spec(os.environ.get("PEFT_SPEC") or "peft")
