@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from conformance import cli, effective, families, recipes
+from conformance.engine import Engine, Selection, plan
 from conformance.pipeline import Workspace, inputs, logits, untied_flags
-from conformance.runner import Engine, Selection, plan
 
 
 def bare_case(case, dtype: torch.dtype, folder: Path) -> float:
@@ -53,7 +53,7 @@ def bare_case(case, dtype: torch.dtype, folder: Path) -> float:
     effective.tie_gap(model, vocab)
     effective.train_step(model, ids)
     effective.tie_gap(model, vocab)
-    peft_logits = logits(model, ids)
+    unmerged_logits = logits(model, ids)
     weights = effective.effective_weights(
         effective.collect(model), base_weights, recipe, embed, head, family.expected_tied(case.flags)
     )
@@ -69,7 +69,7 @@ def bare_case(case, dtype: torch.dtype, folder: Path) -> float:
     effective.tie_gap(reloaded, vocab)
     shutil.rmtree(folder, ignore_errors=True)
     return max(
-        float((peft_logits - other).abs().max())
+        float((unmerged_logits - other).abs().max())
         for other in (base_logits, reference_logits, merged_logits, reloaded_logits)
     )
 

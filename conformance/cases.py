@@ -39,7 +39,7 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        return f"{self.cell_id}@{families.get(self.family).token(self.config)}.s{self.seed}"
+        return f"{self.cell_id}@{families.get(self.family).config_id(self.config)}.s{self.seed}"
 
     @property
     def repro(self) -> str:
@@ -79,7 +79,7 @@ def parse(case_id: str, implementations: list[str], recipes: list[str]) -> Case:
     if seeded is None:
         raise ConformanceError(f"{case_id}: config part must end with .s<seed>")
     try:
-        knobs = family.parse_token(seeded.group(1))
+        knobs = family.parse_config_id(seeded.group(1))
     except ValueError as exc:
         raise ConformanceError(f"{case_id}: {exc}") from None
     return make(match["impl"], family, flags, match["recipe"], match["workflow"], knobs, int(seeded.group(2)))

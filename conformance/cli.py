@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from conformance.contract import PROFILES, WORKFLOWS
-from conformance.errors import ConformanceError
+from conformance.errors import (  # noqa: F401  (the exit codes are the CLI's too)
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    ConformanceError,
+)
 from conformance.versions import installed, is_dev_build, sources
 
 # The verbs that only read results (report, diff, gate) import neither torch nor transformers, so a
 # maintainer can render a gate's or a nightly's artifacts anywhere: the engine is imported per verb.
-
-# 3: the run was stopped (SIGINT/SIGTERM); its finished records are kept, `run --resume DIR` finishes it.
-EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3
 
 
 def _quiet_libraries() -> None:
@@ -56,7 +59,7 @@ def header(selection: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from conformance import execution, session
-    from conformance.runner import Selection
+    from conformance.engine import Selection
 
     named = [args.impl, args.family, args.recipe, args.workflow, args.check]
     if args.resume:
@@ -84,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_repro(args: argparse.Namespace) -> int:
     from conformance import cases, expectations, implementations
     from conformance import recipes as recipe_book
-    from conformance.runner import Engine
+    from conformance.engine import Engine
 
     case = cases.parse(args.case_id, list(implementations.REGISTRY), list(recipe_book.load().recipes))
     if args.standalone:

@@ -1,17 +1,189 @@
-"""The pipeline's names, declared once and importable without torch: workflows and hypothesis profiles.
+"""The pipeline's contract, declared once and importable without torch: artifacts, workflows, checks.
 
-The engine, the report, the gate and the tests all read these; the verbs that only read results
-(report, diff, gate) must not pull in torch or transformers to learn them.
+A workflow produces named artifacts; a check needs some of them. A check applies to a case exactly when
+the case's workflow produces everything the check needs (then the check's own `not_applicable` may
+still leave it out, e.g. a tie check on an untied model). The engine, the oracles, the report, the gate
+and the tests all read these tables; `tests/meta/test_contract.py` proves that every workflow produces
+what it declares and every check needs only what some workflow produces, so a misspelt or forgotten
+artifact fails there, not mid-run as `suite error: no artifact X`.
 """
 
 from __future__ import annotations
 
-# Every workflow any implementation runs (each implementation declares its own subset).
-WORKFLOWS = ("merge", "adapter", "untie-first", "native", "lora-merge")
+from dataclasses import dataclass
+
+# ---- Artifacts: what a step leaves for the checks (CaseRun.put refuses any other name).
+BASE_CHECKPOINT = "base_checkpoint"  # folder of the base model as saved by HF (adapter workflows)
+BASE_LOGITS = "base_logits"  # the base model, before any adapter
+UNMERGED_LOGITS = "unmerged_logits"  # the model with its adapter live (PEFT's, NeMo's), before merging
+REFERENCE_LOGITS = "reference_logits"  # an untied HF model holding the effective matrices
+MERGED_LOGITS = "merged_logits"  # the merged model in memory
+ADAPTER_LOGITS = "adapter_logits"  # the adapter saved, loaded again by PEFT onto a fresh base
+RELOADED_LOGITS = "reloaded_logits"  # the merged checkpoint loaded by HF's from_pretrained
+RELOADED_TIED = "reloaded_tied"
+MISSING_KEYS = "missing_keys"  # from_pretrained's loading info
+CHECKPOINT_KEYS = "checkpoint_keys"  # tensor names in the written safetensors files
+SAVED_FLAGS = "saved_flags"  # tie flags of the written config.json
+GAP_INIT = "gap_init"  # max |embed - head| over the vocabulary, at each stage of an adapter workflow
+GAP_TRAINED = "gap_trained"
+GAP_MERGED = "gap_merged"
+GAP_FINAL = "gap_final"
+ARITHMETIC_LOGITS = "arithmetic_logits"  # an untied model holding the suite's own weighted sum
+# The native workflow: the implementation's own classes next to HF's.
+HF_TIED = "hf_tied"
+HF_LOGITS = "hf_logits"
+IMPL_TIED = "impl_tied"
+IMPL_LOGITS = "impl_logits"
+HF64_LOGITS = "hf64_logits"
+IMPL64_LOGITS = "impl64_logits"
+HF_RELOAD_TIED = "hf_reload_tied"  # the implementation's checkpoint loaded by HF
+HF_RELOAD_LOGITS = "hf_reload_logits"
+RELOAD_TIED = "reload_tied"  # ... and by the implementation itself
+RELOAD_LOGITS = "reload_logits"
+RETIE = "retie"  # (re-tied after a hand-broken tie, head follows the embedding); tied configs only
+HF_CHECKPOINT_TIED = "hf_checkpoint_tied"  # an HF checkpoint loaded by the implementation
+HF_CHECKPOINT_LOGITS = "hf_checkpoint_logits"
+
+# Every constant above: adding an artifact is one line.
+ARTIFACTS = frozenset(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str))
+
+_RELOAD = (SAVED_FLAGS, CHECKPOINT_KEYS, RELOADED_TIED, MISSING_KEYS, RELOADED_LOGITS, GAP_FINAL)
+_ADAPTER = (BASE_LOGITS, UNMERGED_LOGITS, GAP_INIT, GAP_TRAINED, REFERENCE_LOGITS)
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    about: str
+    produces: frozenset[str]
+    standalone: bool  # a standalone repro script can replay it with the libraries alone
+
+
+def _workflow(name: str, about: str, *produces: str, standalone: bool = True) -> Workflow:
+    return Workflow(name, about, frozenset(produces), standalone)
+
+
+WORKFLOWS: dict[str, Workflow] = {
+    w.name: w
+    for w in (
+        _workflow(
+            "merge",
+            "adapter -> merge_and_unload -> save_pretrained -> from_pretrained",
+            *_ADAPTER,
+            MERGED_LOGITS,
+            GAP_MERGED,
+            *_RELOAD,
+        ),
+        _workflow(
+            "adapter",
+            "adapter -> save the adapter -> PeftModel.from_pretrained on a fresh base",
+            *_ADAPTER,
+            BASE_CHECKPOINT,
+            ADAPTER_LOGITS,
+            GAP_FINAL,
+        ),
+        _workflow(
+            "untie-first",
+            "the documented workaround: untie the base by hand, then the merge workflow",
+            *_ADAPTER,
+            BASE_CHECKPOINT,
+            MERGED_LOGITS,
+            GAP_MERGED,
+            *_RELOAD,
+        ),
+        _workflow(
+            "native",
+            "the implementation's own model classes against HF's: build, logits, save/load, re-tie",
+            HF_TIED,
+            HF_LOGITS,
+            IMPL_TIED,
+            IMPL_LOGITS,
+            HF64_LOGITS,
+            IMPL64_LOGITS,
+            CHECKPOINT_KEYS,
+            SAVED_FLAGS,
+            HF_RELOAD_TIED,
+            HF_RELOAD_LOGITS,
+            RELOAD_TIED,
+            RELOAD_LOGITS,
+            RETIE,
+            HF_CHECKPOINT_TIED,
+            HF_CHECKPOINT_LOGITS,
+        ),
+        _workflow(
+            "lora-merge",
+            "NeMo LoRA -> NeMo's PEFT-format export -> PeftModel -> merge -> save -> reload",
+            BASE_LOGITS,
+            UNMERGED_LOGITS,
+            ADAPTER_LOGITS,
+            MERGED_LOGITS,
+            *_RELOAD,
+            standalone=False,
+        ),
+        _workflow(
+            "lora-passthrough",
+            "PEFT adapter saved -> mergekit `passthrough` of base+adapter into a folder -> from_pretrained",
+            *_ADAPTER,
+            BASE_CHECKPOINT,
+            *_RELOAD,
+            standalone=False,
+        ),
+        _workflow(
+            "linear-merge",
+            "two fine-tunes of one tied base (one with its own trained lm_head) -> mergekit `linear` -> "
+            "from_pretrained, against the weighted sum of their effective matrices",
+            BASE_CHECKPOINT,
+            BASE_LOGITS,
+            ARITHMETIC_LOGITS,
+            *_RELOAD,
+            standalone=False,
+        ),
+    )
+}
+
+# ---- Checks: what each needs (the check itself, with its tolerance and wording, is in conformance.oracles).
+CHECK_NEEDS: dict[str, frozenset[str]] = {
+    name: frozenset(needs)
+    for name, needs in {
+        "adapter-effect": (BASE_LOGITS, UNMERGED_LOGITS),
+        "reference": (UNMERGED_LOGITS, REFERENCE_LOGITS),
+        "merge-fidelity": (UNMERGED_LOGITS, MERGED_LOGITS),
+        "roundtrip-fidelity": (UNMERGED_LOGITS, RELOADED_LOGITS),
+        "adapter-roundtrip": (UNMERGED_LOGITS, ADAPTER_LOGITS),
+        "tie-consistency": (SAVED_FLAGS, CHECKPOINT_KEYS, RELOADED_TIED, MISSING_KEYS),
+        # gap_merged too, where the workflow has a merged model in memory.
+        "tie-preserved": (GAP_INIT, GAP_TRAINED, GAP_FINAL),
+        "merge-arithmetic": (ARITHMETIC_LOGITS, RELOADED_LOGITS),
+        "tie-status": (HF_TIED, IMPL_TIED),
+        "logits-parity": (HF_LOGITS, IMPL_LOGITS),
+        "logits-parity-fp64": (HF64_LOGITS, IMPL64_LOGITS),
+        "retie": (RETIE,),
+        "checkpoint-roundtrip": (
+            SAVED_FLAGS,
+            CHECKPOINT_KEYS,
+            HF_RELOAD_TIED,
+            HF_RELOAD_LOGITS,
+            RELOAD_TIED,
+            RELOAD_LOGITS,
+            IMPL_LOGITS,
+        ),
+        "hf-checkpoint-load": (HF_CHECKPOINT_TIED, HF_CHECKPOINT_LOGITS, HF_LOGITS, HF_TIED),
+    }.items()
+}
+
+
+def check_applies(check: str, workflow: str) -> bool:
+    return CHECK_NEEDS[check] <= WORKFLOWS[workflow].produces
+
+
+def checks_of(workflow: str) -> tuple[str, ...]:
+    """Every check the workflow's artifacts allow, in declaration order."""
+    return tuple(name for name in CHECK_NEEDS if check_applies(name, workflow))
+
 
 # Hypothesis settings profiles (registered in conformance.generators).
 PROFILES = ("dev", "ci", "nightly")
 
 # Workflows a standalone repro script can replay with the libraries alone (the others need the suite's
-# own steps: NeMo's LoRA export).
-STANDALONE_WORKFLOWS = ("merge", "adapter", "untie-first", "native")
+# own steps: NeMo's LoRA export, mergekit's writer).
+STANDALONE_WORKFLOWS = tuple(name for name, w in WORKFLOWS.items() if w.standalone)

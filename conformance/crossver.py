@@ -22,10 +22,10 @@ from typing import Any
 from conformance import checkpoints, expectations, features, oracles, outcomes, pipeline, results
 from conformance import recipes as recipe_book
 from conformance.cases import Case
+from conformance.engine import Engine, Selection, expect, plan, vocabulary
 from conformance.errors import ConformanceError
 from conformance.expectations import ExpectationSet
 from conformance.pipeline import CaseRun, Workspace
-from conformance.runner import Engine, Selection, expect, plan, vocabulary
 from conformance.versions import installed, sources
 
 MANIFEST = "manifest.json"
@@ -65,10 +65,10 @@ def export(families: list[str], out: Path) -> int:
             run = engine.execute(case)
             # The tie warnings the user saw while merging and saving here: they belong to the case's
             # history wherever it is loaded, so a divergence they announced stays "warned".
-            saved_at = max((run.made_in.get(a, -1) for a in ("saved_flags", "peft_logits")), default=-1)
+            saved_at = max((run.made_in.get(a, -1) for a in ("saved_flags", "unmerged_logits")), default=-1)
             entry["warnings"] = run.capture.tie_warnings(saved_at)
             target = out / entry["path"]
-            if run.failure is not None or "peft_logits" not in run.artifacts:
+            if run.failure is not None or "unmerged_logits" not in run.artifacts:
                 failure = run.failure
                 entry["failed"] = f"{failure.step}: {failure.message}" if failure else "no unmerged logits"
             else:
@@ -79,7 +79,7 @@ def export(families: list[str], out: Path) -> int:
                 ids = pipeline.inputs(case.config["vocab_size"], case.seed)
                 from safetensors.torch import save_file
 
-                tensors = {"unmerged": run.artifacts["peft_logits"], "ids": ids}
+                tensors = {"unmerged": run.artifacts["unmerged_logits"], "ids": ids}
                 save_file(tensors, str(target / "logits.safetensors"))
             if run.kept is not None and run.kept.exists():
                 shutil.rmtree(run.kept, ignore_errors=True)
@@ -134,7 +134,7 @@ def _loader(folder: Path, entry: dict[str, Any], where: str) -> Any:
 
             saved = load_file(str(checkpoints.inside(base, "logits.safetensors", where)))
             ids, unmerged = saved["ids"], saved["unmerged"]
-            run.put("peft_logits", unmerged)
+            run.put("unmerged_logits", unmerged)
             if case.workflow == "merge":
                 pipeline.read_checkpoint(run, checkpoints.inside(base, "merged", where), family)
         if case.workflow == "merge":

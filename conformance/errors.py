@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Exit codes of every verb (the CLI's, and a session's when stopped).
+# 3: the run was stopped (SIGINT/SIGTERM); its finished records are kept, `run --resume DIR` finishes it.
+EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3
+
 
 class ConformanceError(Exception):
     """Bad input to the suite: printed as one line, exit code 2."""

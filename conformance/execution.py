@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from conformance.cases import Case
+from conformance.engine import Engine, Selection
 from conformance.expectations import ExpectationSet
 from conformance.pipeline import Workspace
 from conformance.results import Record
-from conformance.runner import Engine, Selection
 
 # Tiny models take well under a second a case (a few seconds for the first NeMo case of a worker):
 # a minute is far beyond any healthy case and short enough that a hang costs little of a nightly.

@@ -69,7 +69,7 @@ class Expectation:
                 return False
         # A cross-version record is matched directly only by entries written for one (naming the saver's
         # versions); the others describe a single environment and reach it through the saver's versions
-        # (runner.expect).
+        # (engine.expect).
         if (subject.saved_with is None) != (not self.saved_with_specs):
             return False
         if self.saved_with_specs and not self._within(self.saved_with_specs, subject.saved_with or {}):

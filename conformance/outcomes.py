@@ -27,7 +27,12 @@ SUPPORT = (SUPPORTED, REFUSED_BY_DESIGN)
 _TIE_WORDS = re.compile(r"\bti(e|ed|es|ing)\b|tie_word_embeddings|tied_|weight[_ ]tying", re.IGNORECASE)
 # Exceptions a library raises on purpose to reject a setup; anything else is a crash.
 _REFUSAL_TYPES = (ValueError, NotImplementedError)
-_LIBRARIES = ("/peft/", "/transformers/", "/nemo_automodel/")
+# Path fragments of the code under test; each implementation adds its own (`register_library`).
+_LIBRARIES = ["/transformers/"]
+
+
+def register_library(*fragments: str) -> None:
+    _LIBRARIES.extend(f for f in fragments if f not in _LIBRARIES)
 
 
 def is_tie_warning(message: str) -> bool:

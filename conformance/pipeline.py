@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from conformance import effective, outcomes, versions
+from conformance import contract, effective, outcomes, versions
 from conformance.cases import Case
 from conformance.families import Family
 from conformance.flags import TieFlags
@@ -41,6 +41,10 @@ class CaseRun:
     _current: int = -1
 
     def put(self, name: str, value: Any) -> None:
+        if name not in contract.ARTIFACTS:  # a misspelt name would only show as a missing artifact later
+            raise KeyError(f"{name!r} is not an artifact declared in conformance.contract")
+        if name not in contract.WORKFLOWS[self.case.workflow].produces:
+            return  # shared steps make more than some workflows declare; checks see only what is declared
         self.artifacts[name] = value
         self.made_in[name] = self._current
 

@@ -23,6 +23,7 @@ from conformance.expectations import EXPECTED, UNEXPECTED, UNEXPECTED_PASS
 from conformance.flags import TieFlags
 from conformance.outcomes import CRASHED, OUTCOMES, PASS, REFUSED, SILENT, SKIPPED, WARNED
 from conformance.results import RUN_FILE
+from conformance.versions import SUPPORTING
 
 # What a page needs of a record; results from older versions of the suite may lack the rest.
 REQUIRED = (
@@ -63,8 +64,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        shown = ("transformers", "peft", "nemo-automodel")
-        return " · ".join(f"{k} {v}" for k, v in self.versions.items() if k in shown) or self.path.name
+        shown = {k: v for k, v in self.versions.items() if k not in SUPPORTING}
+        return " · ".join(f"{k} {v}" for k, v in shown.items()) or self.path.name
 
 
 def load(path: Path) -> Run:

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from conformance import execution, expectations, features, implementations, outcomes, report, results
-from conformance.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED
-from conformance.errors import ConformanceError
+from conformance.engine import Selection, applicable_checks, expect, plan, vocabulary
+from conformance.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, ConformanceError
 from conformance.results import Record
-from conformance.runner import Selection, applicable_checks, expect, plan, vocabulary
 from conformance.versions import installed, sources
 
 

@@ -16,9 +16,9 @@ from conformance import effective, oracles, pipeline
 from conformance import recipes as recipe_book
 from conformance.cases import Case
 from conformance.contract import STANDALONE_WORKFLOWS
+from conformance.engine import applicable_checks, check_context
 from conformance.errors import ConformanceError
 from conformance.flags import TieFlags
-from conformance.runner import applicable_checks, check_context
 from conformance.versions import installed
 
 
@@ -61,7 +61,7 @@ def script(case: Case) -> str:
     spec = family.config_spec(case.config, TieFlags(_Code("tied_top"), _Code("tied_text")))  # type: ignore[arg-type]
     context = check_context(case)
     versions = installed()
-    shown = ("torch", "transformers", "peft", "nemo-automodel")
+    shown = {k: v for k, v in versions.items() if k not in ("safetensors", "hypothesis")}
     values: dict[str, Any] = {
         "case_id": case.case_id,
         "summary": [
@@ -70,7 +70,7 @@ def script(case: Case) -> str:
             f"recipe {recipe.name}: {recipe.about or recipe.adapter}",
             f"workflow {case.workflow}, {str(dtype).removeprefix('torch.')}, seed {case.seed}",
         ],
-        "versions": ", ".join(f"{k} {v}" for k, v in versions.items() if k in shown),
+        "versions": ", ".join(f"{k} {v}" for k, v in shown.items()),
         "transformers": versions.get("transformers", "?"),
         "seed": case.seed,
         "dtype": str(dtype).removeprefix("torch."),

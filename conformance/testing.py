@@ -11,10 +11,10 @@ import pytest
 
 from conformance import cases, families, implementations, outcomes
 from conformance.cases import Case
+from conformance.engine import Engine, Selection, applicable_checks, plan
 from conformance.expectations import EXPECTED, OK, UNEXPECTED_PASS
 from conformance.flags import TieFlags
 from conformance.results import Record
-from conformance.runner import Engine, Selection, applicable_checks, plan
 
 FAMILIES_VAR = "CONFORMANCE_FAMILIES"
 

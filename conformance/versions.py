@@ -13,8 +13,17 @@ from packaging.version import InvalidVersion, Version
 
 from conformance.errors import CaseFileError
 
-# Packages whose versions decide behaviour; every results record carries them.
-TRACKED = ("torch", "transformers", "peft", "safetensors", "hypothesis", "nemo-automodel")
+# Packages whose versions decide behaviour; every results record carries them. Each implementation's
+# package is added when conformance.implementations finds it (`track`).
+TRACKED = ["torch", "transformers", "safetensors", "hypothesis"]
+# Recorded, but not what a run is labelled by: the labels name what is under test.
+SUPPORTING = ("torch", "safetensors", "hypothesis")
+
+
+def track(*packages: str) -> None:
+    TRACKED.extend(p for p in packages if p not in TRACKED)
+    installed.cache_clear()
+    sources.cache_clear()
 
 
 @functools.cache

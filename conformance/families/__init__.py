@@ -158,14 +158,14 @@ class Family:
             top, bool(getattr(config.get_text_config(decoder=True), "tie_word_embeddings", False))
         )
 
-    def token(self, knobs: Knobs) -> str:
+    def config_id(self, knobs: Knobs) -> str:
         """Compact, parseable form of the knobs for case ids, e.g. 'v128.h32.L2'."""
         unknown = set(knobs) - set(self.knob_codes)
         if unknown:
             raise ValueError(f"{self.name}: unknown knobs {sorted(unknown)}")
         return ".".join(f"{code}{knobs[name]}" for name, code in self.knob_codes.items() if name in knobs)
 
-    def parse_token(self, token: str) -> Knobs:
+    def parse_config_id(self, token: str) -> Knobs:
         by_code = {code: name for name, code in self.knob_codes.items()}
         knobs: Knobs = {}
         for part in token.split("."):

@@ -1,112 +1,49 @@
-"""Implementations under test behind one interface: what each supports, runs, and is checked on.
+"""Implementations under test behind one interface, found as modules of this package.
 
-- `hf`: transformers' own classes, the reference (its `native` run is the reference's self-check).
-- `peft`: PEFT adapters on HF models.
-- `nemo-automodel`: NVIDIA NeMo Automodel's own model classes, checkpointer and LoRA.
+An implementation is one module here that declares `IMPLEMENTATION` (conformance.implementations.base)
+plus one expectations file, cases/expectations/<name>.yaml. Nothing else names it: the packages every
+record carries (conformance.versions) and the code whose errors count as refusals
+(conformance.outcomes) are registered from its declaration when this package loads.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import torch
+import pkgutil
 
 from conformance import outcomes, versions
-from conformance.cases import Case
 from conformance.errors import UnknownName
-from conformance.families import Family
-from conformance.flags import TieFlags
-from conformance.implementations import native, nemo, peft
-from conformance.pipeline import CaseRun, Workspace
-from conformance.recipes import Recipe
+from conformance.implementations.base import REFUSED_BY_DESIGN, SUPPORTED, Implementation
 
 ENV_VAR = "CONFORMANCE_IMPL"
-# support: may it build this family/flag combination?
-SUPPORTED, REFUSED = outcomes.SUPPORTED, outcomes.REFUSED_BY_DESIGN
-Runner = Callable[[Case, Recipe, torch.dtype, Workspace], CaseRun]
-NATIVE_CHECKS = (
-    "tie-status",
-    "logits-parity",
-    "logits-parity-fp64",
-    "retie",
-    "checkpoint-roundtrip",
-    "hf-checkpoint-load",
-)
-ADAPTER_CHECKS = (
-    "adapter-effect",
-    "adapter-roundtrip",
-    "merge-fidelity",
-    "roundtrip-fidelity",
-    "tie-consistency",
-)
+
+__all__ = [
+    "ENV_VAR",
+    "REFUSED_BY_DESIGN",
+    "REGISTRY",
+    "SUPPORTED",
+    "Implementation",
+    "get",
+    "not_planned",
+    "selected",
+]
 
 
-@dataclass(frozen=True)
-class Implementation:
-    name: str
-    package: str  # distribution whose version identifies the implementation under test
-    about: str
-    runners: dict[str, Runner]  # workflow -> how to run one of its cases
-    checks: tuple[str, ...]
-    families: tuple[str, ...] | None = None  # None: every family
-    # Why a family cannot run with the installed release (a reasoned skip), or None.
-    family_unavailable: Callable[[Family], str | None] = lambda family: None
-    # SUPPORTED, or REFUSED when the implementation declares it does not build this combination.
-    support: Callable[[Family, TieFlags], str] = lambda family, flags: SUPPORTED
-    elsewhere: str = ""  # where its results are made when it is not installed in a run's environment
-
-    @property
-    def workflows(self) -> tuple[str, ...]:
-        return tuple(self.runners)
-
-    def unavailable(self) -> str | None:
-        if self.package not in versions.installed():
-            return f"{self.name}: package {self.package} is not installed"
-        return None
-
-    def covers(self, family: Family) -> bool:
-        return self.families is None or family.name in self.families
-
-    def execute(self, case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
-        return self.runners[case.workflow](case, recipe, dtype, workspace)
+def _discover() -> dict[str, Implementation]:
+    found = []
+    for module in pkgutil.iter_modules(__path__):
+        declared = getattr(importlib.import_module(f"{__name__}.{module.name}"), "IMPLEMENTATION", None)
+        if isinstance(declared, Implementation):
+            found.append(declared)
+    found.sort(key=lambda impl: (impl.order, impl.name))
+    for impl in found:
+        versions.track(impl.package)
+        outcomes.register_library(*impl.code_paths)
+    return {impl.name: impl for impl in found}
 
 
-def _native(provider: native.Provider) -> Runner:
-    return lambda case, recipe, dtype, workspace: native.run(case, provider, workspace)
-
-
-REGISTRY: dict[str, Implementation] = {
-    impl.name: impl
-    for impl in (
-        Implementation(
-            name="hf",
-            package="transformers",
-            about="transformers' own classes: tie rule, save/load and re-tie, checked against the rule table",
-            runners={"native": _native(native.HFProvider())},
-            checks=NATIVE_CHECKS,
-        ),
-        Implementation(
-            name="peft",
-            package="peft",
-            about="PEFT adapters on HF models: merge_and_unload, save_pretrained, from_pretrained",
-            runners={workflow: peft.run for workflow in peft.WORKFLOWS},
-            checks=(*ADAPTER_CHECKS, "reference", "tie-preserved"),
-        ),
-        Implementation(
-            name="nemo-automodel",
-            package=nemo.PACKAGE,
-            about="NeMo Automodel's own Gemma4 MoE, Llama and Qwen2 classes, checkpointer and LoRA",
-            runners={"native": _native(nemo.PROVIDER), "lora-merge": nemo.run_lora},
-            checks=(*NATIVE_CHECKS, *ADAPTER_CHECKS),
-            families=tuple(nemo.CLASSES),
-            family_unavailable=nemo.unavailable,
-            support=nemo.support,
-            elsewhere="`tox -e nemo` runs it, with its pinned transformers, into reports/nemo/index.html",
-        ),
-    )
-}
+REGISTRY: dict[str, Implementation] = _discover()
 
 
 def get(name: str, where: str = "") -> Implementation:

@@ -20,7 +20,9 @@ from conformance import effective, features, pipeline
 from conformance.cases import Case
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
-from conformance.implementations.native import Provider
+from conformance.implementations import native_workflow as native
+from conformance.implementations.base import Implementation
+from conformance.implementations.native_workflow import Provider
 from conformance.outcomes import REFUSED_BY_DESIGN, SUPPORTED
 from conformance.pipeline import CaseRun, Workspace, logits
 from conformance.recipes import Recipe
@@ -185,7 +187,7 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
     with run.step("train"):
         effective.fill_adapter(model, case.seed)
         effective.train_step(model, ids)
-        run.put("peft_logits", logits(model, ids))
+        run.put("unmerged_logits", logits(model, ids))
 
     with run.step("save-adapter"):
         _checkpointer(folder, is_peft=True, save_consolidated=False).save_model(
@@ -198,3 +200,16 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
         run.put("adapter_logits", logits(loaded, ids))
 
     pipeline.merge_save_reload(run, loaded, family, folder, ids, dtype)
+
+
+IMPLEMENTATION = Implementation(
+    name="nemo-automodel",
+    package=PACKAGE,
+    about="NeMo Automodel's own Gemma4 MoE, Llama and Qwen2 classes, checkpointer and LoRA",
+    runners={"native": native.runner(PROVIDER), "lora-merge": run_lora},
+    order=2,
+    families=tuple(CLASSES),
+    family_unavailable=unavailable,
+    support=support,
+    elsewhere="`tox -e nemo` runs it, with its pinned transformers, into reports/nemo/index.html",
+)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from conformance import effective, pipeline
+from conformance import contract, effective, pipeline
 from conformance.cases import Case
+from conformance.implementations.base import Implementation
 from conformance.pipeline import CaseRun, Workspace, logits
 from conformance.recipes import Recipe
 
@@ -20,11 +22,33 @@ def run(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) ->
     )
 
 
-def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
-    from peft import PeftModel, get_peft_model
+IMPLEMENTATION = Implementation(
+    name="peft",
+    package="peft",
+    about="PEFT adapters on HF models: merge_and_unload, save_pretrained, from_pretrained",
+    runners=dict.fromkeys(WORKFLOWS, run),
+    order=1,
+)
+
+
+@dataclass
+class Adapted:
+    """A PEFT model with trained, non-zero adapter weights, and what the later steps need of its base."""
+
+    model: torch.nn.Module
+    ids: torch.Tensor
+    base_dir: Path | None  # the base as saved by HF, where the workflow produces base_checkpoint
+    effective: dict[str, torch.Tensor]  # every weight of an untied model equivalent to `model`
+
+
+def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> Adapted:
+    """build (→ untie for untie-first) → wrap → train → reference: every adapter workflow starts so,
+    whichever implementation then merges or saves the adapter."""
+    from peft import get_peft_model
 
     case, family = run.case, run.case.family_def()
     base_key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
+    base_dir = None
 
     with run.step("build"):
         base = workspace.model(base_key, lambda: family.build(case.config, case.flags, case.seed, dtype))
@@ -32,9 +56,9 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
         ids = pipeline.inputs(vocab, case.seed)
         embed_path = effective.module_path(base, base.get_input_embeddings())
         head_path = effective.module_path(base, base.get_output_embeddings())
-        if case.workflow in ("adapter", "untie-first"):
+        if contract.BASE_CHECKPOINT in contract.WORKFLOWS[case.workflow].produces:
             base_dir = workspace.checkpoint(base_key, base)
-            run.put("base_checkpoint", base_dir)
+            run.put(contract.BASE_CHECKPOINT, base_dir)
         run.put("base_logits", workspace.logits(base_key, base, ids))
 
     if case.workflow == "untie-first":
@@ -61,7 +85,7 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
         run.put("gap_init", effective.tie_gap(model, vocab))
         effective.train_step(model, ids)
         run.put("gap_trained", effective.tie_gap(model, vocab))
-        run.put("peft_logits", logits(model, ids))
+        run.put("unmerged_logits", logits(model, ids))
 
     with run.step("reference"):
         found = effective.collect(model)
@@ -73,8 +97,18 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
         state = {**base_weights, **{k: v.to(dtype) for k, v in weights.items()}}
         reference.load_state_dict(state, strict=True)
         run.put("reference_logits", logits(reference, ids))
+    return Adapted(model, ids, base_dir, state)
 
-    if case.workflow == "adapter":
+
+def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
+    from peft import PeftModel
+
+    adapted = adapt(run, recipe, dtype, workspace)
+    model, ids, base_dir = adapted.model, adapted.ids, adapted.base_dir
+    family = run.case.family_def()
+    vocab = model.config.get_text_config().vocab_size
+
+    if run.case.workflow == "adapter":
         with run.step("save-adapter"):
             model.save_pretrained(folder / "adapter")
         with run.step("load-adapter"):

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from conformance import contract
 from conformance.outcomes import SUPPORTED
 
 
@@ -31,16 +32,21 @@ class CheckContext:
 
 @dataclass(frozen=True)
 class Check:
-    name: str
+    name: str  # its artifacts are declared in conformance.contract.CHECK_NEEDS
     about: str
-    workflows: tuple[str, ...]
-    needs: Callable[[str], tuple[str, ...]]  # artifact names, by workflow
     evaluate: Callable[[dict[str, Any], float | None, CheckContext], Measurement]
     # Why the check says nothing about a case (then no record is written), or None.
     not_applicable: Callable[[CheckContext], str | None] = lambda ctx: None
     lower_bound: bool = False  # tolerance is a minimum (adapter-effect)
     numeric: bool = True  # False: compares facts (tie status, keys), no tolerance
     dtype: str | None = None  # a fixed precision the check runs in; None: the family's
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return contract.CHECK_NEEDS[self.name]
+
+    def applies_to(self, workflow: str) -> bool:
+        return contract.check_applies(self.name, workflow)
 
 
 def diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -67,8 +73,3 @@ def head_key_problem(checkpoint_keys: list[str], tied: bool) -> str | None:
     if has_head != tied:
         return None
     return f"lm_head.weight {'is' if has_head else 'is not'} in the checkpoint of a {tie_word(tied)} model"
-
-
-def fixed(*names: str) -> Callable[[str], tuple[str, ...]]:
-    """Artifact names a check needs, the same for every workflow."""
-    return lambda workflow: names

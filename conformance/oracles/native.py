@@ -9,7 +9,6 @@ from conformance.oracles.base import (
     CheckContext,
     Measurement,
     diff,
-    fixed,
     head_key_problem,
     logits_check,
     tie_word,
@@ -87,38 +86,28 @@ def _only_tied(ctx: CheckContext) -> str | None:
     return None if ctx.tied else "applies only to configs tied under the HF rule"
 
 
-NATIVE = ("native",)
-
 CHECKS: tuple[Check, ...] = (
     Check(
         "tie-status",
         "the model is tied exactly when HF's model with the same config is (and as the HF rule says)",
-        NATIVE,
-        fixed("hf_tied", "impl_tied"),
         _tie_status,
         numeric=False,
     ),
     Check(
         "logits-parity",
         "with identical weights, logits == HF's (float32)",
-        NATIVE,
-        fixed("hf_logits", "impl_logits"),
         logits_check("hf_logits", "impl_logits", "vs HF"),
         dtype="float32",
     ),
     Check(
         "logits-parity-fp64",
         "with identical weights, logits == HF's (float64)",
-        NATIVE,
-        fixed("hf64_logits", "impl64_logits"),
         logits_check("hf64_logits", "impl64_logits", "vs HF"),
         dtype="float64",
     ),
     Check(
         "retie",
         "after a hand-broken tie, tie_weights() re-points lm_head to the active embedding and follows it",
-        NATIVE,
-        fixed("retie"),
         _retie,
         not_applicable=_only_tied,
         numeric=False,
@@ -126,23 +115,12 @@ CHECKS: tuple[Check, ...] = (
     Check(
         "checkpoint-roundtrip",
         "own save, then HF load and own load: tie status and logits kept; lm_head.weight only when untied",
-        NATIVE,
-        fixed(
-            "checkpoint_keys",
-            "saved_flags",
-            "hf_reload_tied",
-            "hf_reload_logits",
-            "reload_tied",
-            "reload_logits",
-        ),
         _checkpoint_roundtrip,
         dtype="float32",
     ),
     Check(
         "hf-checkpoint-load",
         "an HF checkpoint (tied: no lm_head.weight) loaded by the implementation gives HF's logits and tie",
-        NATIVE,
-        fixed("hf_checkpoint_tied", "hf_checkpoint_logits", "hf_logits", "hf_tied"),
         _hf_checkpoint_load,
         dtype="float32",
     ),

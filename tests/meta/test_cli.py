@@ -185,7 +185,7 @@ def test_a_case_does_not_change_the_next_one_in_the_same_process():
     # PEFT's ensure_weight_tying rewrites modules_to_save=["lm_head"] in place; if that reached the
     # shared recipe, mts_head would run with the embedding saved instead, depending on case order.
     from conformance import recipes
-    from conformance.runner import Engine, Selection, plan
+    from conformance.engine import Engine, Selection, plan
 
     def by_check(engine, case):
         return {r.check: (r.outcome, r.max_abs_diff) for r in engine.records(case)}

@@ -15,7 +15,7 @@ import torch
 
 from conformance import expectations
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from conformance.runner import expect, vocabulary
+from conformance.engine import expect, vocabulary
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import textwrap
 import pytest
 
 from conformance import expectations
+from conformance.engine import vocabulary
 from conformance.errors import CaseFileError, ConformanceError
 from conformance.expectations import Subject
 from conformance.outcomes import PASS, SILENT, SKIPPED, WARNED
-from conformance.runner import vocabulary
 
 ENTRY = """
 expectations:

@@ -16,8 +16,8 @@ import torch
 
 from conformance import expectations, features, versions
 from conformance import recipes as recipe_book
+from conformance.engine import vocabulary
 from conformance.errors import ConformanceError
-from conformance.runner import vocabulary
 
 PEFT_FEATURES = [f.name for f in features.FEATURES.values() if f.package == "peft"]
 

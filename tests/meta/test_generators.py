@@ -55,13 +55,13 @@ def test_family_missing_from_an_old_transformers_says_why():
 @given(data=st.data())
 def test_config_token_round_trips(family, data):
     knobs = data.draw(generators.knobs_for(family), label="config")
-    assert family.parse_token(family.token(knobs)) == knobs
+    assert family.parse_config_id(family.config_id(knobs)) == knobs
 
 
 @given(
     family=st.sampled_from(families.all_families()),
     recipe=st.sampled_from(["lora_attn", "tokens_embed_head_diff_ewt", "mts_embed_head"]),
-    workflow=st.sampled_from(cases.WORKFLOWS),
+    workflow=st.sampled_from(tuple(cases.WORKFLOWS)),
     seed=generators.seeds(),
     data=st.data(),
 )

@@ -16,8 +16,8 @@ from test_report import _browser
 
 from conformance import expectations
 from conformance.cli import EXIT_OK, main
+from conformance.engine import vocabulary
 from conformance.errors import ConformanceError
-from conformance.runner import vocabulary
 
 SCRIPT = "</script><script>window.__pwned='script';document.title='PWNED'</script>"
 IMAGE = "<img src=x onerror=\"window.__pwned='img'\">"

@@ -10,8 +10,8 @@ pytest.importorskip("nemo_automodel", reason="nemo-automodel is not installed (t
 from conformance import families
 from conformance.expectations import EXPECTED, OK, UNEXPECTED
 from conformance.flags import TieFlags
-from conformance.implementations import REFUSED, SUPPORTED, nemo
-from conformance.outcomes import PASS
+from conformance.implementations import nemo
+from conformance.outcomes import PASS, REFUSED_BY_DESIGN, SUPPORTED
 from conformance.outcomes import REFUSED as REFUSED_OUTCOME
 from conformance.testing import fresh_records
 
@@ -45,11 +45,11 @@ def test_declared_support_decides_refusals():
     if declared is None:  # before 0.6 NeMo builds both
         assert untied == SUPPORTED
         return
-    assert declared.name == "TIED_ONLY" and untied == REFUSED
+    assert declared.name == "TIED_ONLY" and untied == REFUSED_BY_DESIGN
     assert nemo.support(MOE, TieFlags(True, False)) == SUPPORTED
     records = _run("gemma4-moe", TieFlags(False, True))
     assert records["tie-status"].outcome == REFUSED_OUTCOME
-    assert records["tie-status"].support == REFUSED and records["tie-status"].verdict == EXPECTED
+    assert records["tie-status"].support == REFUSED_BY_DESIGN and records["tie-status"].verdict == EXPECTED
 
 
 def test_a_refusal_that_is_not_declared_is_unexpected(monkeypatch):

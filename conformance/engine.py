@@ -52,7 +52,7 @@ def vocabulary() -> expectations.Vocabulary:
         family=tuple(f.name for f in every_family),
         flags=tuple(flag_ids),
         recipe=tuple(recipe_book.load().recipes),
-        workflow=WORKFLOWS,
+        workflow=tuple(WORKFLOWS),
         check=tuple(oracles.CHECKS),
     )
 
@@ -107,7 +107,7 @@ def _recipe_workflows(impl: Any, family: Any, book: Any, selection: Selection) -
     """The (recipe, workflow) pairs an implementation runs on a family, narrowed by the selection."""
     pairs = []
     for recipe in book.recipes.values():
-        if not recipe.runs_on(impl.name, family.name) or (
+        if not impl.runs_recipe(recipe, family.name) or (
             selection.recipes and recipe.name not in selection.recipes
         ):
             continue
@@ -230,7 +230,7 @@ class Engine:
         )
 
     def _judge(self, record: Record, check: Any, run: CaseRun, tol: float | None, context: Any) -> None:
-        needs = check.needs(record.workflow)
+        needs = check.needs
         missing = [n for n in needs if n not in run.artifacts]
         if missing:
             failure = run.failure
@@ -272,13 +272,13 @@ def check_context(case: Case, support: str = outcomes.SUPPORTED) -> oracles.Chec
 
 
 def applicable_checks(case: Case) -> list[oracles.Check]:
-    """The implementation's checks that say something about this case's workflow, recipe and tie."""
+    """The checks whose artifacts the case's workflow produces (conformance.contract), less those that
+    say nothing about its recipe and tie."""
     context = check_context(case)
     return [
-        oracles.CHECKS[name]
-        for name in implementations.get(case.implementation).checks
-        if case.workflow in oracles.CHECKS[name].workflows
-        and oracles.CHECKS[name].not_applicable(context) is None
+        check
+        for check in oracles.CHECKS.values()
+        if check.applies_to(case.workflow) and check.not_applicable(context) is None
     ]
 
 

@@ -7,6 +7,7 @@ was broken by hand. Generic over a Provider, so HF itself runs it too (as the re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +18,11 @@ from conformance.cases import Case
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
 from conformance.pipeline import CaseRun, Workspace, is_tied, logits
+
+
+def runner(provider: Provider) -> Callable[..., CaseRun]:
+    """The native workflow as an implementation's runner: (case, recipe, dtype, workspace) -> CaseRun."""
+    return lambda case, recipe, dtype, workspace: run(case, provider, workspace)
 
 
 class Provider(Protocol):

@@ -1,0 +1,71 @@
+"""What an implementation under test declares: its package, workflows, families, support and where its
+own code lives (so its deliberate refusals are told from crashes). One module per implementation in this
+package declares one `IMPLEMENTATION`; conformance.implementations finds them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from conformance import contract, versions
+from conformance.outcomes import REFUSED_BY_DESIGN, SUPPORTED
+
+if TYPE_CHECKING:
+    import torch
+
+    from conformance.cases import Case
+    from conformance.families import Family
+    from conformance.flags import TieFlags
+    from conformance.pipeline import CaseRun, Workspace
+    from conformance.recipes import Recipe
+
+    Runner = Callable[[Case, Recipe, torch.dtype, Workspace], CaseRun]
+
+__all__ = ["REFUSED_BY_DESIGN", "SUPPORTED", "Implementation"]
+
+
+@dataclass(frozen=True)
+class Implementation:
+    name: str
+    package: str  # distribution whose version identifies the implementation under test
+    about: str
+    runners: dict[str, Runner]  # workflow (declared in conformance.contract) -> how to run one of its cases
+    order: int = 50  # where its cases come in a run (hf, then peft, then the others)
+    families: tuple[str, ...] | None = None  # None: every family
+    # Whose recipes (cases/recipes.yaml `implementations:`) it runs besides those naming it.
+    recipes_of: tuple[str, ...] = ()
+    # Path fragments of its own code: a ValueError/NotImplementedError raised there is a refusal.
+    code: tuple[str, ...] = ()
+    # Why a family cannot run with the installed release (a reasoned skip), or None.
+    family_unavailable: Callable[[Family], str | None] = lambda family: None
+    # SUPPORTED, or REFUSED_BY_DESIGN when the implementation declares it does not build this combination.
+    support: Callable[[Family, TieFlags], str] = lambda family, flags: SUPPORTED
+    elsewhere: str = ""  # where its results are made when it is not installed in a run's environment
+
+    def __post_init__(self) -> None:
+        unknown = [w for w in self.runners if w not in contract.WORKFLOWS]
+        if unknown:
+            raise ValueError(f"implementation {self.name}: workflows {unknown} are not in the contract")
+
+    @property
+    def workflows(self) -> tuple[str, ...]:
+        return tuple(self.runners)
+
+    @property
+    def code_paths(self) -> tuple[str, ...]:
+        return self.code or (f"/{self.package.replace('-', '_')}/",)
+
+    def runs_recipe(self, recipe: Recipe, family: str) -> bool:
+        return any(recipe.runs_on(name, family) for name in (self.name, *self.recipes_of))
+
+    def unavailable(self) -> str | None:
+        if self.package not in versions.installed():
+            return f"{self.name}: package {self.package} is not installed"
+        return None
+
+    def covers(self, family: Family) -> bool:
+        return self.families is None or family.name in self.families
+
+    def execute(self, case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
+        return self.runners[case.workflow](case, recipe, dtype, workspace)

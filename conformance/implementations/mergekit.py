@@ -1,0 +1,144 @@
+"""mergekit (arcee-ai), the model-merging toolkit, driven through its Python API on tiny models on disk.
+
+Two workflows, on every PEFT recipe:
+- `lora-passthrough`: the PEFT adapter is saved as usual and mergekit's `passthrough` method merges
+  `base+adapter` into a new folder, which HF's `from_pretrained` loads.
+- `linear-merge`: two fine-tunes of the case's base, A (the base with its embedding moved, so a tied
+  head moves with it) and B (the untied model holding the recipe's effective matrices, so a recipe on
+  lm_head gives B its own trained head), merged by `linear` into a folder. The suite's own weighted sum
+  of their effective matrices is the reference.
+
+Offline: every model is named by an absolute path (a relative name is looked up on the hub even with
+HF_HUB_OFFLINE set, when the model card is written), no model card, no tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conformance import contract, effective, pipeline
+from conformance.cases import Case
+from conformance.implementations import peft
+from conformance.implementations.base import Implementation
+from conformance.pipeline import CaseRun, Workspace, logits
+from conformance.recipes import Recipe
+
+PACKAGE = "mergekit"
+# Weights of fine-tunes A and B in the linear merge: unequal, so a head taken from one input alone shows.
+WEIGHTS = (0.3, 0.7)
+
+
+def _merge(config: dict[str, Any], out: Path, cache: Path) -> None:
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    options = MergeOptions(
+        copy_tokenizer=False,
+        write_model_card=False,
+        lora_merge_cache=str(cache),
+        cuda=False,
+        device="cpu",
+        lazy_unpickle=False,
+        trust_remote_code=False,
+        quiet=True,
+    )
+    run_merge(MergeConfiguration.model_validate(config), str(out), options)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def run(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
+    steps = _passthrough if case.workflow == "lora-passthrough" else _linear
+    return pipeline.execute(case, lambda run, folder: steps(run, recipe, dtype, workspace, folder), workspace)
+
+
+def _passthrough(
+    run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path
+) -> None:
+    adapted = peft.adapt(run, recipe, dtype, workspace)
+    family = run.case.family_def()
+    with run.step("save-adapter"):
+        adapted.model.save_pretrained(folder / "adapter")
+    with run.step("merge"):
+        # base_model too: mergekit writes the output config from it (else from the first input it meets).
+        both = f"{adapted.base_dir}+{(folder / 'adapter').resolve()}"
+        config = {
+            "merge_method": "passthrough",
+            "base_model": both,
+            "models": [{"model": both}],
+            "dtype": _name(dtype),
+        }
+        _merge(config, folder / "merged", folder / "lora-cache")
+    with run.step("save"):
+        pipeline.read_checkpoint(run, folder / "merged", family)
+    pipeline.reload(run, folder / "merged", family, adapted.ids, dtype)
+
+
+def _linear(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
+    case, family = run.case, run.case.family_def()
+    adapted = peft.adapt(run, recipe, dtype, workspace)
+    untied = pipeline.untied_flags(family)
+
+    with run.step("fine-tunes"):
+        # A: the base (as its flags build it) with a moved embedding; a tied head moves with it.
+        a = pipeline.load_hf(adapted.base_dir, family, dtype).eval()
+        rows = a.get_input_embeddings().weight
+        moved = torch.randn(rows.shape, generator=torch.Generator().manual_seed(case.seed))
+        with torch.no_grad():
+            rows.add_(0.5 * moved.to(dtype))
+        a.save_pretrained(folder / "a")
+        head = effective.module_path(a, a.get_output_embeddings()) + ".weight"
+        a_effective = {k: v.detach().clone() for k, v in a.state_dict().items()}
+        a_effective[head] = a.get_output_embeddings().weight.detach().clone()  # the tie, made explicit
+        # B: an untied model holding the recipe's effective matrices.
+        b = family.build(case.config, untied, case.seed, dtype)
+        b.load_state_dict(adapted.effective, strict=True)
+        b.save_pretrained(folder / "b")
+
+    with run.step("arithmetic"):
+        wa, wb = WEIGHTS
+        total = {k: wa * a_effective[k] + wb * v for k, v in adapted.effective.items()}
+        reference = workspace.shared(
+            (case.family, case.knobs, "reference", case.seed, str(dtype)),
+            lambda: family.build(case.config, untied, case.seed, dtype),
+        )
+        reference.load_state_dict(total, strict=True)
+        run.put(contract.ARITHMETIC_LOGITS, logits(reference, adapted.ids))
+
+    with run.step("merge"):
+        config = {
+            "merge_method": "linear",
+            "base_model": str(adapted.base_dir),
+            # The base at weight 0: it adds nothing, but names the config the output is written with
+            # (linear requires a weight for every input, base_model included).
+            "models": [
+                {"model": str(path), "parameters": {"weight": weight}}
+                for path, weight in zip(
+                    (adapted.base_dir, (folder / "a").resolve(), (folder / "b").resolve()),
+                    (0.0, *WEIGHTS),
+                    strict=True,
+                )
+            ],
+            "parameters": {"normalize": False},
+            "dtype": _name(dtype),
+        }
+        _merge(config, folder / "merged", folder / "lora-cache")
+    with run.step("save"):
+        pipeline.read_checkpoint(run, folder / "merged", family)
+    pipeline.reload(run, folder / "merged", family, adapted.ids, dtype)
+
+
+IMPLEMENTATION = Implementation(
+    name="mergekit",
+    package=PACKAGE,
+    about="mergekit's passthrough (base+LoRA) and linear merges of fine-tunes of tied models, HF-loaded",
+    runners={"lora-passthrough": run, "linear-merge": run},
+    order=3,
+    recipes_of=("peft",),
+    elsewhere="`tox -e mergekit` runs it (mergekit needs transformers >= 5) into reports/mergekit/index.html",
+)

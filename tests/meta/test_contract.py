@@ -1,0 +1,94 @@
+"""The declared contract holds: every workflow produces exactly the artifacts it declares, every check
+needs only declared artifacts, and implementations are found and registered from their own modules."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance import cases, contract, families, implementations, oracles, outcomes, versions
+from conformance import recipes as recipe_book
+from conformance.engine import Engine, Selection
+from conformance.flags import TieFlags
+from conformance.pipeline import CaseRun
+
+# Where an implementation's own tests run (its package is not in `tox -e tests`).
+MARKS = {"nemo-automodel": pytest.mark.nemo, "mergekit": pytest.mark.mergekit}
+
+
+def test_checks_and_their_needs_are_declared_once():
+    assert set(oracles.CHECKS) == set(contract.CHECK_NEEDS)
+    for name, needs in contract.CHECK_NEEDS.items():
+        assert needs <= contract.ARTIFACTS, f"{name} needs undeclared artifacts {needs - contract.ARTIFACTS}"
+        assert any(contract.check_applies(name, w) for w in contract.WORKFLOWS), f"{name} applies nowhere"
+
+
+def test_every_workflow_has_an_implementation_and_known_artifacts():
+    provided = {w for impl in implementations.REGISTRY.values() for w in impl.workflows}
+    assert provided == set(contract.WORKFLOWS)
+    for workflow in contract.WORKFLOWS.values():
+        assert workflow.produces <= contract.ARTIFACTS
+        assert contract.checks_of(workflow.name), f"no check reads what {workflow.name} produces"
+
+
+def test_an_undeclared_artifact_is_refused_where_it_is_written():
+    llama = families.get("llama")
+    run = CaseRun(cases.make("peft", llama, TieFlags(True), "lora_attn", "merge", llama.canonical, 0))
+    with pytest.raises(KeyError, match="not an artifact"):
+        run.put("peft_logit", 1)
+    run.put(contract.HF_TIED, True)  # declared, but not by `merge`: checks never see it
+    assert contract.HF_TIED not in run.artifacts
+
+
+def test_implementations_register_their_package_and_code():
+    for impl in implementations.REGISTRY.values():
+        assert impl.package in versions.TRACKED
+        assert all(path in outcomes._LIBRARIES for path in impl.code_paths)
+    assert list(implementations.REGISTRY)[:2] == ["hf", "peft"]
+
+
+def _sample(impl: implementations.Implementation, workflow: str) -> cases.Case | None:
+    """A canonical, tied case of the workflow that its implementation can run here (llama first)."""
+    book = recipe_book.load()
+    chosen = sorted(
+        (f for f in families.all_families() if impl.covers(f) and not f.unavailable()),
+        key=lambda f: f.name != "llama",
+    )
+    for family in chosen:
+        if impl.family_unavailable(family):
+            continue
+        flags = next(f for f in family.flag_combinations() if family.expected_tied(f))
+        for recipe in book.recipes.values():
+            runs = impl.runs_recipe(recipe, family.name) and book.skip_reason(recipe) is None
+            if runs and workflow in (recipe.workflows or impl.workflows):
+                return cases.make(impl.name, family, flags, recipe.name, workflow, family.canonical, 0)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("name", "workflow"),
+    [
+        pytest.param(impl.name, w, id=f"{impl.name}-{w}", marks=MARKS.get(impl.name, ()))
+        for impl in implementations.REGISTRY.values()
+        for w in impl.workflows
+    ],
+)
+def test_a_workflow_produces_what_it_declares(name, workflow):
+    impl = implementations.get(name)
+    reason = impl.unavailable()
+    if reason:
+        pytest.skip(reason)
+    case = _sample(impl, workflow)
+    if case is None:
+        pytest.skip(f"{name} can run no {workflow} case here")
+    engine = Engine(Selection())
+    try:
+        run = engine.execute(case)
+    finally:
+        engine.close()
+    assert run.failure is None, f"{case.case_id}: {run.failure}"
+    declared = contract.WORKFLOWS[workflow].produces
+    made = set(run.artifacts)
+    assert made == declared, (
+        f"{case.case_id}: declared but not made {sorted(declared - made)}; "
+        f"python -m conformance repro '{case.case_id}'"
+    )

@@ -1,0 +1,70 @@
+"""mergekit as an implementation: its merges pass where they are right, and a fault injected into the real
+library (a dropped lm_head, a wrongly weighted sum) is caught. Needs mergekit (`tox -e mergekit`)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("mergekit", reason="mergekit is not installed (tox -e mergekit)")
+
+from conformance.expectations import EXPECTED, OK, UNEXPECTED
+from conformance.flags import TieFlags
+from conformance.implementations import mergekit as mergekit_impl
+from conformance.outcomes import CRASHED, PASS
+from conformance.testing import fresh_records
+
+pytestmark = pytest.mark.mergekit
+UNTIED, TIED = TieFlags(False), TieFlags(True)
+
+
+def _run(family: str, flags: TieFlags, recipe: str, workflow: str) -> dict:
+    return fresh_records("mergekit", family, flags, recipe, workflow)
+
+
+def test_passthrough_of_an_untied_llama_keeps_its_trained_head():
+    records = _run("llama", UNTIED, "lora_embed_head", "lora-passthrough")
+    assert {"adapter-effect", "reference", "roundtrip-fidelity", "tie-consistency"} <= set(records)
+    for check, record in records.items():
+        assert record.outcome == PASS, f"{check}: {record.detail}"
+
+
+def test_a_writer_that_drops_lm_head_is_caught(monkeypatch):
+    from mergekit.io.tensor_writer import TensorWriter
+
+    save = TensorWriter.save_tensor
+
+    def dropping(self, name, tensor, clone=False):
+        if not name.endswith("lm_head.weight"):
+            save(self, name, tensor, clone)
+
+    monkeypatch.setattr(TensorWriter, "save_tensor", dropping)
+    records = _run("llama", UNTIED, "lora_embed_head", "lora-passthrough")
+    assert records["roundtrip-fidelity"].outcome != PASS
+    assert records["tie-consistency"].verdict == UNEXPECTED
+    assert "missing keys on reload: lm_head.weight" in records["tie-consistency"].detail
+
+
+def test_linear_merge_matches_the_weighted_sum_and_a_wrong_weight_is_caught(monkeypatch):
+    good = _run("llama", UNTIED, "mts_head", "linear-merge")
+    assert good["merge-arithmetic"].outcome == PASS, good["merge-arithmetic"].detail
+    assert good["tie-consistency"].outcome == PASS, good["tie-consistency"].detail
+
+    merge = mergekit_impl._merge
+
+    def swapped(config, out, cache):
+        for model in config["models"][1:]:
+            model["parameters"]["weight"] = 0.5
+        merge(config, out, cache)
+
+    monkeypatch.setattr(mergekit_impl, "_merge", swapped)
+    bad = _run("llama", UNTIED, "mts_head", "linear-merge")
+    assert bad["merge-arithmetic"].outcome != PASS
+    assert bad["merge-arithmetic"].max_abs_diff > 1e-3
+
+
+def test_gemma4_is_a_recorded_crash_with_its_reason():
+    records = _run("gemma4", TieFlags(True, True), "lora_attn", "lora-passthrough")
+    crash = records["roundtrip-fidelity"]
+    assert crash.outcome == CRASHED and "LoRA not merged" in crash.detail
+    assert crash.verdict == EXPECTED and crash.expected == "gemma4-no-architecture-lora-not-merged"
+    assert records["adapter-effect"].verdict == OK  # PEFT's part ran before mergekit's
