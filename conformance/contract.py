@@ -2,10 +2,14 @@
 
 A workflow produces named artifacts; a check needs some of them. A check applies to a case exactly when
 the case's workflow produces everything the check needs (then the check's own `not_applicable` may
-still leave it out, e.g. a tie check on an untied model). The engine, the oracles, the report, the gate
-and the tests all read these tables; `tests/meta/test_contract.py` proves that every workflow produces
-what it declares and every check needs only what some workflow produces, so a misspelt or forgotten
-artifact fails there, not mid-run as `suite error: no artifact X`.
+still leave it out, e.g. a tie check on an untied model). The engine, the oracles and the tests all read
+these tables; `tests/meta/test_contract.py` proves that every workflow produces what it declares and
+every check needs only what some workflow produces, so a misspelt or forgotten artifact fails there,
+not mid-run as `suite error: no artifact X`.
+
+The shared pipeline is declared here. An implementation with workflows of its own declares them, their
+new artifacts and the checks that read them in its own module (`declare`), so adding one edits no
+shared table.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ GAP_INIT = "gap_init"  # max |embed - head| over the vocabulary, at each stage o
 GAP_TRAINED = "gap_trained"
 GAP_MERGED = "gap_merged"
 GAP_FINAL = "gap_final"
-ARITHMETIC_LOGITS = "arithmetic_logits"  # an untied model holding the suite's own weighted sum
 # The native workflow: the implementation's own classes next to HF's.
 HF_TIED = "hf_tied"
 HF_LOGITS = "hf_logits"
@@ -44,11 +47,12 @@ RETIE = "retie"  # (re-tied after a hand-broken tie, head follows the embedding)
 HF_CHECKPOINT_TIED = "hf_checkpoint_tied"  # an HF checkpoint loaded by the implementation
 HF_CHECKPOINT_LOGITS = "hf_checkpoint_logits"
 
-# Every constant above: adding an artifact is one line.
-ARTIFACTS = frozenset(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str))
+# Every constant above (adding an artifact is one line), and those implementations declare.
+ARTIFACTS: set[str] = {v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str)}
 
-_RELOAD = (SAVED_FLAGS, CHECKPOINT_KEYS, RELOADED_TIED, MISSING_KEYS, RELOADED_LOGITS, GAP_FINAL)
-_ADAPTER = (BASE_LOGITS, UNMERGED_LOGITS, GAP_INIT, GAP_TRAINED, REFERENCE_LOGITS)
+# What loading a merged checkpoint back gives, and what every adapter workflow starts with.
+RELOAD = (SAVED_FLAGS, CHECKPOINT_KEYS, RELOADED_TIED, MISSING_KEYS, RELOADED_LOGITS, GAP_FINAL)
+ADAPTER = (BASE_LOGITS, UNMERGED_LOGITS, GAP_INIT, GAP_TRAINED, REFERENCE_LOGITS)
 
 
 @dataclass(frozen=True)
@@ -59,39 +63,39 @@ class Workflow:
     standalone: bool  # a standalone repro script can replay it with the libraries alone
 
 
-def _workflow(name: str, about: str, *produces: str, standalone: bool = True) -> Workflow:
+def workflow(name: str, about: str, *produces: str, standalone: bool = True) -> Workflow:
     return Workflow(name, about, frozenset(produces), standalone)
 
 
 WORKFLOWS: dict[str, Workflow] = {
     w.name: w
     for w in (
-        _workflow(
+        workflow(
             "merge",
             "adapter -> merge_and_unload -> save_pretrained -> from_pretrained",
-            *_ADAPTER,
+            *ADAPTER,
             MERGED_LOGITS,
             GAP_MERGED,
-            *_RELOAD,
+            *RELOAD,
         ),
-        _workflow(
+        workflow(
             "adapter",
             "adapter -> save the adapter -> PeftModel.from_pretrained on a fresh base",
-            *_ADAPTER,
+            *ADAPTER,
             BASE_CHECKPOINT,
             ADAPTER_LOGITS,
             GAP_FINAL,
         ),
-        _workflow(
+        workflow(
             "untie-first",
             "the documented workaround: untie the base by hand, then the merge workflow",
-            *_ADAPTER,
+            *ADAPTER,
             BASE_CHECKPOINT,
             MERGED_LOGITS,
             GAP_MERGED,
-            *_RELOAD,
+            *RELOAD,
         ),
-        _workflow(
+        workflow(
             "native",
             "the implementation's own model classes against HF's: build, logits, save/load, re-tie",
             HF_TIED,
@@ -110,32 +114,14 @@ WORKFLOWS: dict[str, Workflow] = {
             HF_CHECKPOINT_TIED,
             HF_CHECKPOINT_LOGITS,
         ),
-        _workflow(
+        workflow(
             "lora-merge",
             "NeMo LoRA -> NeMo's PEFT-format export -> PeftModel -> merge -> save -> reload",
             BASE_LOGITS,
             UNMERGED_LOGITS,
             ADAPTER_LOGITS,
             MERGED_LOGITS,
-            *_RELOAD,
-            standalone=False,
-        ),
-        _workflow(
-            "lora-passthrough",
-            "PEFT adapter saved -> mergekit `passthrough` of base+adapter into a folder -> from_pretrained",
-            *_ADAPTER,
-            BASE_CHECKPOINT,
-            *_RELOAD,
-            standalone=False,
-        ),
-        _workflow(
-            "linear-merge",
-            "two fine-tunes of one tied base (one with its own trained lm_head) -> mergekit `linear` -> "
-            "from_pretrained, against the weighted sum of their effective matrices",
-            BASE_CHECKPOINT,
-            BASE_LOGITS,
-            ARITHMETIC_LOGITS,
-            *_RELOAD,
+            *RELOAD,
             standalone=False,
         ),
     )
@@ -153,7 +139,6 @@ CHECK_NEEDS: dict[str, frozenset[str]] = {
         "tie-consistency": (SAVED_FLAGS, CHECKPOINT_KEYS, RELOADED_TIED, MISSING_KEYS),
         # gap_merged too, where the workflow has a merged model in memory.
         "tie-preserved": (GAP_INIT, GAP_TRAINED, GAP_FINAL),
-        "merge-arithmetic": (ARITHMETIC_LOGITS, RELOADED_LOGITS),
         "tie-status": (HF_TIED, IMPL_TIED),
         "logits-parity": (HF_LOGITS, IMPL_LOGITS),
         "logits-parity-fp64": (HF64_LOGITS, IMPL64_LOGITS),
@@ -172,6 +157,23 @@ CHECK_NEEDS: dict[str, frozenset[str]] = {
 }
 
 
+def declare(
+    artifacts: tuple[str, ...] = (),
+    workflows: tuple[Workflow, ...] = (),
+    checks: dict[str, tuple[str, ...]] | None = None,
+) -> None:
+    """An implementation's own artifacts, workflows and checks (by the artifacts each needs)."""
+    ARTIFACTS.update(artifacts)
+    for made in workflows:
+        if WORKFLOWS.get(made.name, made) != made or not made.produces <= ARTIFACTS:
+            raise ValueError(f"workflow {made.name}: declared twice, or produces undeclared artifacts")
+        WORKFLOWS[made.name] = made
+    for name, needs in (checks or {}).items():
+        if CHECK_NEEDS.get(name, frozenset(needs)) != frozenset(needs) or not set(needs) <= ARTIFACTS:
+            raise ValueError(f"check {name}: declared twice, or needs undeclared artifacts")
+        CHECK_NEEDS[name] = frozenset(needs)
+
+
 def check_applies(check: str, workflow: str) -> bool:
     return CHECK_NEEDS[check] <= WORKFLOWS[workflow].produces
 
@@ -183,7 +185,3 @@ def checks_of(workflow: str) -> tuple[str, ...]:
 
 # Hypothesis settings profiles (registered in conformance.generators).
 PROFILES = ("dev", "ci", "nightly")
-
-# Workflows a standalone repro script can replay with the libraries alone (the others need the suite's
-# own steps: NeMo's LoRA export, mergekit's writer).
-STANDALONE_WORKFLOWS = tuple(name for name, w in WORKFLOWS.items() if w.standalone)

@@ -15,7 +15,7 @@ from typing import Any
 from conformance import effective, oracles, pipeline
 from conformance import recipes as recipe_book
 from conformance.cases import Case
-from conformance.contract import STANDALONE_WORKFLOWS
+from conformance.contract import WORKFLOWS
 from conformance.engine import applicable_checks, check_context
 from conformance.errors import ConformanceError
 from conformance.flags import TieFlags
@@ -44,8 +44,8 @@ def _flag_words(flags: TieFlags) -> list[tuple[str, bool]]:
 
 
 def script(case: Case) -> str:
-    """The standalone script of `case` (its workflow must be one of STANDALONE_WORKFLOWS)."""
-    if case.workflow not in STANDALONE_WORKFLOWS:
+    """The standalone script of `case` (its workflow must be declared `standalone` in the contract)."""
+    if not WORKFLOWS[case.workflow].standalone:
         raise ConformanceError(
             f"{case.case_id}: the {case.workflow} workflow has no standalone script (it needs the suite's "
             f"own steps); rerun it with: {case.repro}"

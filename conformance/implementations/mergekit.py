@@ -19,16 +19,52 @@ from typing import Any
 
 import torch
 
-from conformance import contract, effective, pipeline
+from conformance import contract, effective, oracles, pipeline
 from conformance.cases import Case
 from conformance.implementations import peft
 from conformance.implementations.base import Implementation
+from conformance.oracles.base import Check, logits_check
 from conformance.pipeline import CaseRun, Workspace, logits
 from conformance.recipes import Recipe
 
 PACKAGE = "mergekit"
 # Weights of fine-tunes A and B in the linear merge: unequal, so a head taken from one input alone shows.
 WEIGHTS = (0.3, 0.7)
+ARITHMETIC_LOGITS = "arithmetic_logits"  # an untied model holding the suite's own weighted sum
+
+contract.declare(
+    artifacts=(ARITHMETIC_LOGITS,),
+    workflows=(
+        contract.workflow(
+            "lora-passthrough",
+            "PEFT adapter saved -> mergekit `passthrough` of base+adapter into a folder -> from_pretrained",
+            *contract.ADAPTER,
+            contract.BASE_CHECKPOINT,
+            *contract.RELOAD,
+            standalone=False,
+        ),
+        contract.workflow(
+            "linear-merge",
+            "two fine-tunes of one base (one with its own trained lm_head) -> mergekit `linear` -> "
+            "from_pretrained, against the weighted sum of their effective matrices",
+            contract.BASE_CHECKPOINT,
+            contract.BASE_LOGITS,
+            ARITHMETIC_LOGITS,
+            *contract.RELOAD,
+            standalone=False,
+        ),
+    ),
+    checks={"merge-arithmetic": (ARITHMETIC_LOGITS, contract.RELOADED_LOGITS)},
+)
+oracles.register(
+    Check(
+        "merge-arithmetic",
+        "a merge of fine-tunes, loaded by HF, gives the logits of the weighted sum of their weights",
+        logits_check(ARITHMETIC_LOGITS, contract.RELOADED_LOGITS, "loaded merge vs weighted sum"),
+        # mergekit sums the same float tensors in its own order: rounding, never more.
+        tolerance={"float32": 1.0e-4, "float64": 1.0e-9},
+    )
+)
 
 
 def _merge(config: dict[str, Any], out: Path, cache: Path) -> None:
@@ -108,7 +144,7 @@ def _linear(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspa
             lambda: family.build(case.config, untied, case.seed, dtype),
         )
         reference.load_state_dict(total, strict=True)
-        run.put(contract.ARITHMETIC_LOGITS, logits(reference, adapted.ids))
+        run.put(ARITHMETIC_LOGITS, logits(reference, adapted.ids))
 
     with run.step("merge"):
         config = {

@@ -15,7 +15,17 @@ from conformance.oracles.base import Check, CheckContext, Measurement
 
 CHECKS: dict[str, Check] = {check.name: check for check in (*adapter.CHECKS, *native.CHECKS)}
 
-__all__ = ["CHECKS", "Check", "CheckContext", "Measurement", "Tolerances", "get", "tolerances"]
+__all__ = ["CHECKS", "Check", "CheckContext", "Measurement", "Tolerances", "get", "register", "tolerances"]
+
+
+def register(*checks: Check) -> None:
+    """Checks an implementation declares in its own module (their needs go to conformance.contract)."""
+    for check in checks:
+        if CHECKS.get(check.name, check) is not check:
+            raise ValueError(f"check {check.name} is declared twice")
+        if check.numeric and check.tolerance is None:
+            raise ValueError(f"check {check.name}: numeric, declared outside the table: needs a tolerance")
+        CHECKS[check.name] = check
 
 
 def get(name: str, where: str = "") -> Check:
@@ -36,7 +46,7 @@ class Tolerances:
         return getattr(torch, name)
 
     def of(self, check: str, dtype: torch.dtype) -> float | None:
-        table = self.checks.get(check)
+        table = self.checks.get(check) or CHECKS[check].tolerance
         return None if table is None else table[str(dtype).removeprefix("torch.")]
 
     def for_check(self, check: Check, family: str, workflow: str) -> tuple[torch.dtype, float | None]:
@@ -67,6 +77,6 @@ def _tolerances(path: Path) -> Tolerances:
         wanted = (check.dtype,) if check.dtype else ("float32", "float64")
         checks[name] = {dt: float(row.get(dt, (int, float))) for dt in wanted}
     for name, check in CHECKS.items():
-        if check.numeric and name not in checks:
+        if check.numeric and name not in checks and check.tolerance is None:
             raise CaseFileError(top.at(f"checks.{name}"), "every numeric check needs a tolerance")
     return Tolerances(dtypes, checks)

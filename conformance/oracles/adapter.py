@@ -1,5 +1,4 @@
-"""Checks of the adapter and merge pipelines (PEFT, NeMo LoRA exported to PEFT, mergekit): logits, ties,
-checkpoints."""
+"""Checks of the adapter pipelines (PEFT, and NeMo LoRA exported to PEFT): logits, ties, checkpoints."""
 
 from __future__ import annotations
 
@@ -90,11 +89,6 @@ CHECKS: tuple[Check, ...] = (
         "roundtrip-fidelity",
         "reloaded merged-model logits == unmerged adapter logits",
         logits_check("unmerged_logits", "reloaded_logits", "reloaded vs unmerged"),
-    ),
-    Check(
-        "merge-arithmetic",
-        "a merge of fine-tunes, loaded by HF, gives the logits of the weighted sum of their weights",
-        logits_check("arithmetic_logits", "reloaded_logits", "loaded merge vs weighted sum"),
     ),
     Check(
         "adapter-roundtrip",

@@ -40,6 +40,8 @@ class Check:
     lower_bound: bool = False  # tolerance is a minimum (adapter-effect)
     numeric: bool = True  # False: compares facts (tie status, keys), no tolerance
     dtype: str | None = None  # a fixed precision the check runs in; None: the family's
+    # Per dtype, for a check an implementation declares in its own module; cases/tolerances.yaml wins.
+    tolerance: dict[str, float] | None = None
 
     @property
     def needs(self) -> frozenset[str]:

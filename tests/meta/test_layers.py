@@ -6,9 +6,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import conformance
+from conformance import contract
 
-ROOT = Path(conformance.__file__).parent
+# Through a module, not the package: under an editable install `conformance` may resolve to a namespace.
+ROOT = Path(contract.__file__).parent
 # Lowest first. Readers of results sit below the model layer: they must work without torch.
 LAYERS = (
     ("base", ("errors", "contract", "versions", "flags", "casefiles", "outcomes", "checkpoints")),
