@@ -14,7 +14,7 @@ from conformance import families
 from conformance.contract import WORKFLOWS
 from conformance.errors import ConformanceError
 from conformance.families import Family, Knobs
-from conformance.flags import TieFlags
+from conformance.flags import ID_PATTERN, TieFlags
 
 _SEED = re.compile(r"(.*)\.s(\d+)")
 
@@ -48,6 +48,17 @@ class Case:
     def family_def(self) -> Family:
         return families.get(self.family)
 
+    @property
+    def tied(self) -> bool:
+        """The HF rule on the model under test: the base's flags, unless the workflow unties it first."""
+        return self.family_def().expected_tied(self.flags) and not WORKFLOWS[self.workflow].unties_base
+
+    def pointless(self) -> str | None:
+        """Why the case's workflow has nothing to do on its base (then the case is skipped), or None."""
+        if WORKFLOWS[self.workflow].unties_base and not self.family_def().expected_tied(self.flags):
+            return f"{self.workflow} is the workaround for tied bases; this base is already untied"
+        return None
+
 
 def make(
     implementation: str, family: Family, flags: TieFlags, recipe: str, workflow: str, knobs: Knobs, seed: int
@@ -63,7 +74,7 @@ def parse(case_id: str, implementations: list[str], recipes: list[str]) -> Case:
     names = sorted(f.name for f in families.all_families())
     pattern = re.compile(
         rf"(?P<impl>{_alternatives(implementations)})-(?P<family>{_alternatives(names)})"
-        rf"-(?P<flags>t[TF](?:-x[TF])?)-(?P<recipe>{_alternatives(recipes)})-(?P<workflow>{_alternatives(WORKFLOWS)})"
+        rf"-(?P<flags>{ID_PATTERN})-(?P<recipe>{_alternatives(recipes)})-(?P<workflow>{_alternatives(WORKFLOWS)})"
     )
     match = pattern.fullmatch(cell)
     if match is None or not sep:

@@ -61,10 +61,13 @@ class Workflow:
     about: str
     produces: frozenset[str]
     standalone: bool  # a standalone repro script can replay it with the libraries alone
+    unties_base: bool = False  # the model under test is the base untied by hand (never tied)
 
 
-def workflow(name: str, about: str, *produces: str, standalone: bool = True) -> Workflow:
-    return Workflow(name, about, frozenset(produces), standalone)
+def workflow(
+    name: str, about: str, *produces: str, standalone: bool = True, unties_base: bool = False
+) -> Workflow:
+    return Workflow(name, about, frozenset(produces), standalone, unties_base)
 
 
 WORKFLOWS: dict[str, Workflow] = {
@@ -94,6 +97,7 @@ WORKFLOWS: dict[str, Workflow] = {
             MERGED_LOGITS,
             GAP_MERGED,
             *RELOAD,
+            unties_base=True,
         ),
         workflow(
             "native",

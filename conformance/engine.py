@@ -197,9 +197,7 @@ class Engine:
         reason = recipe_book.load().skip_reason(recipe)
         if reason:
             return reason
-        if case.workflow == "untie-first" and not family.expected_tied(case.flags):
-            return "untie-first is the workaround for tied bases; this base is already untied"
-        return None
+        return case.pointless()
 
     def _record(self, case: Case, check: Any, tol: float | None, dtype: Any, context: Any) -> Record:
         return Record(
@@ -264,11 +262,8 @@ def found_features() -> list[str]:
 
 def check_context(case: Case, support: str = outcomes.SUPPORTED) -> oracles.CheckContext:
     """What the checks may know about a case before it runs."""
-    family = case.family_def()
-    # untie-first unties the base before the adapter sees it.
-    tied = family.expected_tied(case.flags) and case.workflow != "untie-first"
     ewt = recipe_book.load().get(case.recipe).ensure_weight_tying
-    return oracles.CheckContext(family, case.workflow, tied, ewt, support)
+    return oracles.CheckContext(case.family_def(), case.workflow, case.tied, ewt, support)
 
 
 def applicable_checks(case: Case) -> list[oracles.Check]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_ID = re.compile(r"t([TF])(?:-x([TF]))?")
+# A flag id: tT, tF (flat configs), tT-xF ... (nested: top-level, then text_config). Case ids embed it.
+ID_PATTERN = r"t([TF])(?:-x([TF]))?"
+_ID = re.compile(ID_PATTERN)
 
 
 @dataclass(frozen=True, order=True)

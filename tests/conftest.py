@@ -18,6 +18,13 @@ from conformance import (
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+def pytest_configure(config) -> None:
+    for impl in implementations.REGISTRY.values():
+        if impl.test_marker:
+            where = impl.elsewhere or impl.name
+            config.addinivalue_line("markers", f"{impl.test_marker}: needs {impl.package} ({where})")
+
+
 def pytest_report_header(config) -> list[str]:
     impls = ", ".join(i.name for i in implementations.selected(None))
     pkgs = " ".join(f"{k}=={v}" for k, v in versions.installed().items())

@@ -42,6 +42,8 @@ class Implementation:
     # SUPPORTED, or REFUSED_BY_DESIGN when the implementation declares it does not build this combination.
     support: Callable[[Family, TieFlags], str] = lambda family, flags: SUPPORTED
     elsewhere: str = ""  # where its results are made when it is not installed in a run's environment
+    # The pytest marker of its own tests (run in its environment), registered by tests/conftest.py.
+    test_marker: str = ""
 
     def __post_init__(self) -> None:
         unknown = [w for w in self.runners if w not in contract.WORKFLOWS]

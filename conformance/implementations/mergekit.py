@@ -177,4 +177,5 @@ IMPLEMENTATION = Implementation(
     order=3,
     recipes_of=("peft",),
     elsewhere="`tox -e mergekit` runs it (mergekit needs transformers >= 5) into reports/mergekit/index.html",
+    test_marker="mergekit",
 )

@@ -212,4 +212,5 @@ IMPLEMENTATION = Implementation(
     family_unavailable=unavailable,
     support=support,
     elsewhere="`tox -e nemo` runs it, with its pinned transformers, into reports/nemo/index.html",
+    test_marker="nemo",
 )

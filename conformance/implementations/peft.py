@@ -61,7 +61,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
             run.put(contract.BASE_CHECKPOINT, base_dir)
         run.put("base_logits", workspace.logits(base_key, base, ids))
 
-    if case.workflow == "untie-first":
+    if contract.WORKFLOWS[case.workflow].unties_base:
         with run.step("untie"):
             # The documented workaround: load untied, then give lm_head its own copy of the embedding.
             base = pipeline.load_hf(base_dir, family, dtype, tie_word_embeddings=False)
@@ -70,7 +70,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
             base.eval()
             run.put("base_logits", logits(base, ids))
 
-    tied = family.expected_tied(family.flags_of(base.config))
+    tied = case.tied
     base_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
 
     with run.step("wrap"):

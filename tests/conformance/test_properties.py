@@ -32,7 +32,7 @@ def _cells(check: str) -> list[tuple]:
                             impl.runs_recipe(recipe, family.name)
                             and workflow in (recipe.workflows or impl.workflows)
                             and book.skip_reason(recipe) is None
-                        ) and (workflow != "untie-first" or family.expected_tied(flags))
+                        ) and probe.pointless() is None
                         if runnable and applies(probe, check):
                             found.append((impl.name, family, flags, recipe.name, workflow))
     return found

@@ -11,9 +11,6 @@ from conformance.engine import Engine, Selection
 from conformance.flags import TieFlags
 from conformance.pipeline import CaseRun
 
-# Where an implementation's own tests run (its package is not in `tox -e tests`).
-MARKS = {"nemo-automodel": pytest.mark.nemo, "mergekit": pytest.mark.mergekit}
-
 
 def test_checks_and_their_needs_are_declared_once():
     assert set(oracles.CHECKS) == set(contract.CHECK_NEEDS)
@@ -67,7 +64,13 @@ def _sample(impl: implementations.Implementation, workflow: str) -> cases.Case |
 @pytest.mark.parametrize(
     ("name", "workflow"),
     [
-        pytest.param(impl.name, w, id=f"{impl.name}-{w}", marks=MARKS.get(impl.name, ()))
+        # Under the implementation's own marker: its package is installed only in its environment.
+        pytest.param(
+            impl.name,
+            w,
+            id=f"{impl.name}-{w}",
+            marks=getattr(pytest.mark, impl.test_marker) if impl.test_marker else (),
+        )
         for impl in implementations.REGISTRY.values()
         for w in impl.workflows
     ],
