@@ -32,7 +32,7 @@ def _deps(row: matrix.Row) -> str:
     if row.nemo:
         # NeMo goes in by tools/install_nemo.py (no CUDA dependencies, then the transformers it pins).
         return "\n".join([torch, row.peft or "peft", "uv"])
-    return "\n".join([torch, row.transformers or "transformers", row.peft or "peft"])
+    return "\n".join([torch, row.transformers or "transformers", row.peft or "peft", *row.extra.split()])
 
 
 def _install(row: matrix.Row) -> list[str]:

@@ -302,12 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ModuleNotFoundError as exc:
-        if args.command not in _ENGINE_VERBS or exc.name not in (
-            "torch",
-            "transformers",
-            "peft",
-            "hypothesis",
-        ):
+        if args.command not in _ENGINE_VERBS or exc.name not in _ENGINE:
             raise
         print(
             f"error: `{args.command}` runs cases and needs {exc.name}: install the engine (pip install -e "

@@ -26,7 +26,7 @@ from conformance.engine import Engine, Selection, expect, plan, vocabulary
 from conformance.errors import ConformanceError
 from conformance.expectations import ExpectationSet
 from conformance.pipeline import CaseRun, Workspace
-from conformance.versions import installed, sources
+from conformance.versions import installed, sources, under_test
 
 MANIFEST = "manifest.json"
 WORKFLOWS = ("merge", "adapter")
@@ -197,12 +197,8 @@ def import_(folder: Path, out: Path) -> int:
     }
     path = results.write(records, out, meta)
     results.summary(records, sys.stdout, [])
-    saver, loader = _versions(manifest["saved_with"]), _versions(installed())
+    saver, loader = under_test(manifest["saved_with"]), under_test(installed())
     print(f"\nimport: {len(manifest['cases'])} cases saved with {saver}, loaded with {loader}")
     print(f"results in {path}")
     print(f"report: {report.render([report.load(path)], out / 'index.html')}")
     return 1 if any(r.verdict == expectations.UNEXPECTED for r in records) else 0
-
-
-def _versions(found: dict[str, str]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in found.items() if k in ("transformers", "peft", "nemo-automodel"))

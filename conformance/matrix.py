@@ -19,7 +19,7 @@ else:  # tox itself depends on tomli below 3.11
 
 MATRIX_FILE = Path(__file__).resolve().parent.parent / "cases" / "matrix.toml"
 _NAME = re.compile(r"[a-z0-9][a-z0-9.]*(-[a-z0-9.]+)*")
-_ROW_FIELDS = {"name", "transformers", "peft", "nemo", "why", "needs"}
+_ROW_FIELDS = {"name", "transformers", "peft", "nemo", "extra", "impl", "why", "needs"}
 _XVER_FIELDS = {"save", "load", "families", "why"}
 
 
@@ -34,10 +34,14 @@ class Row:
     transformers: str = ""  # "": the newest (a NeMo row: its pin)
     peft: str = ""
     nemo: str = ""
+    extra: str = ""  # pip spec of one more package (another implementation's)
+    impl: str = ""  # the implementations the row runs, comma-separated (default: hf, peft; NeMo's)
     needs: str = ""  # a host the specs download from
 
     @property
     def implementations(self) -> list[str]:
+        if self.impl:
+            return [name.strip() for name in self.impl.split(",")]
         return ["nemo-automodel"] if self.nemo else ["hf", "peft"]
 
     def unreachable(self, timeout: float = 3.0) -> str | None:

@@ -23,7 +23,7 @@ from conformance.expectations import EXPECTED, UNEXPECTED, UNEXPECTED_PASS
 from conformance.flags import TieFlags
 from conformance.outcomes import CRASHED, OUTCOMES, PASS, REFUSED, SILENT, SKIPPED, WARNED
 from conformance.results import RUN_FILE
-from conformance.versions import SUPPORTING
+from conformance.versions import under_test
 
 # What a page needs of a record; results from older versions of the suite may lack the rest.
 REQUIRED = (
@@ -64,8 +64,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        shown = {k: v for k, v in self.versions.items() if k not in SUPPORTING}
-        return " · ".join(f"{k} {v}" for k, v in shown.items()) or self.path.name
+        return under_test(self.versions, " · ") or self.path.name
 
 
 def load(path: Path) -> Run:
@@ -245,7 +244,9 @@ def _templates() -> Any:
     loader = FileSystemLoader(Path(__file__).parent / "templates")
     # Pages escape every value (their strings come from results files, written by the code under test);
     # the standalone repro scripts are Python source and are not HTML-escaped.
-    return Environment(loader=loader, autoescape=select_autoescape(["html.j2", "html"], default=False))
+    env = Environment(loader=loader, autoescape=select_autoescape(["html.j2", "html"], default=False))
+    env.filters["under_test"] = under_test
+    return env
 
 
 def _json_safe(value: Any) -> Any:

@@ -20,6 +20,11 @@ TRACKED = ["torch", "transformers", "safetensors", "hypothesis"]
 SUPPORTING = ("torch", "safetensors", "hypothesis")
 
 
+def under_test(found: dict[str, str], sep: str = ", ") -> str:
+    """`transformers 5.24.0, peft 0.21.2, ...`: the versions that name what was tested."""
+    return sep.join(f"{k} {v}" for k, v in found.items() if k not in SUPPORTING)
+
+
 def track(*packages: str) -> None:
     TRACKED.extend(p for p in packages if p not in TRACKED)
     installed.cache_clear()

@@ -26,6 +26,8 @@ def test_the_shipped_matrix_has_the_rows_measured_by_hand():
     assert {f"nemo0.{n}" for n in range(4, 8)} <= set(found.rows)
     assert all(row.why and "\n" not in row.why for row in found.rows.values())
     assert found.rows["main"].needs == "github.com" and "git+" in found.rows["main"].peft
+    assert found.rows["newest-mergekit"].implementations == ["mergekit"]
+    assert found.rows["newest"].implementations == ["hf", "peft"]
     pairs = {(p.save, p.load) for p in found.pairs.values()}
     assert {
         ("tf4.55-peft0.17", "newest"),
