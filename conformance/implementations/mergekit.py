@@ -93,26 +93,33 @@ def run(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) ->
     return pipeline.execute(case, lambda run, folder: steps(run, recipe, dtype, workspace, folder), workspace)
 
 
+def _load_merged(
+    run: CaseRun, config: dict[str, Any], folder: Path, ids: torch.Tensor, dtype: torch.dtype
+) -> None:
+    """mergekit writes the merge into folder/merged; what it wrote is read, then loaded by HF."""
+    family = run.case.family_def()
+    with run.step("merge"):
+        _merge(config, folder / "merged", folder / "lora-cache")
+    with run.step("read-merged"):
+        pipeline.read_checkpoint(run, folder / "merged", family)
+    pipeline.reload(run, folder / "merged", family, ids, dtype)
+
+
 def _passthrough(
     run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path
 ) -> None:
     adapted = peft.adapt(run, recipe, dtype, workspace)
-    family = run.case.family_def()
     with run.step("save-adapter"):
         adapted.model.save_pretrained(folder / "adapter")
-    with run.step("merge"):
-        # base_model too: mergekit writes the output config from it (else from the first input it meets).
-        both = f"{adapted.base_dir}+{(folder / 'adapter').resolve()}"
-        config = {
-            "merge_method": "passthrough",
-            "base_model": both,
-            "models": [{"model": both}],
-            "dtype": _name(dtype),
-        }
-        _merge(config, folder / "merged", folder / "lora-cache")
-    with run.step("save"):
-        pipeline.read_checkpoint(run, folder / "merged", family)
-    pipeline.reload(run, folder / "merged", family, adapted.ids, dtype)
+    # base_model too: mergekit writes the output config from it (else from the first input it meets).
+    both = f"{adapted.base_dir}+{(folder / 'adapter').resolve()}"
+    config = {
+        "merge_method": "passthrough",
+        "base_model": both,
+        "models": [{"model": both}],
+        "dtype": _name(dtype),
+    }
+    _load_merged(run, config, folder, adapted.ids, dtype)
 
 
 def _linear(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
@@ -146,27 +153,23 @@ def _linear(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspa
         reference.load_state_dict(total, strict=True)
         run.put(ARITHMETIC_LOGITS, logits(reference, adapted.ids))
 
-    with run.step("merge"):
-        config = {
-            "merge_method": "linear",
-            "base_model": str(adapted.base_dir),
-            # The base at weight 0: it adds nothing, but names the config the output is written with
-            # (linear requires a weight for every input, base_model included).
-            "models": [
-                {"model": str(path), "parameters": {"weight": weight}}
-                for path, weight in zip(
-                    (adapted.base_dir, (folder / "a").resolve(), (folder / "b").resolve()),
-                    (0.0, *WEIGHTS),
-                    strict=True,
-                )
-            ],
-            "parameters": {"normalize": False},
-            "dtype": _name(dtype),
-        }
-        _merge(config, folder / "merged", folder / "lora-cache")
-    with run.step("save"):
-        pipeline.read_checkpoint(run, folder / "merged", family)
-    pipeline.reload(run, folder / "merged", family, adapted.ids, dtype)
+    config = {
+        "merge_method": "linear",
+        "base_model": str(adapted.base_dir),
+        # The base at weight 0: it adds nothing, but names the config the output is written with
+        # (linear requires a weight for every input, base_model included).
+        "models": [
+            {"model": str(path), "parameters": {"weight": weight}}
+            for path, weight in zip(
+                (adapted.base_dir, (folder / "a").resolve(), (folder / "b").resolve()),
+                (0.0, *WEIGHTS),
+                strict=True,
+            )
+        ],
+        "parameters": {"normalize": False},
+        "dtype": _name(dtype),
+    }
+    _load_merged(run, config, folder, adapted.ids, dtype)
 
 
 IMPLEMENTATION = Implementation(
