@@ -5,7 +5,7 @@ the case's workflow produces everything the check needs (then the check's own `n
 still leave it out, e.g. a tie check on an untied model). The engine, the oracles and the tests all read
 these tables; `tests/meta/test_contract.py` proves that every workflow produces what it declares and
 every check needs only what some workflow produces, so a misspelt or forgotten artifact fails there,
-not mid-run as `suite error: no artifact X`.
+not mid-run as `suite error: no artifact X`. The engine hands a check only what it declares here.
 
 The shared pipeline is declared here. An implementation with workflows of its own declares them, their
 new artifacts and the checks that read them in its own module (`declare`), so adding one edits no
@@ -141,7 +141,6 @@ CHECK_NEEDS: dict[str, frozenset[str]] = {
         "roundtrip-fidelity": (UNMERGED_LOGITS, RELOADED_LOGITS),
         "adapter-roundtrip": (UNMERGED_LOGITS, ADAPTER_LOGITS),
         "tie-consistency": (SAVED_FLAGS, CHECKPOINT_KEYS, RELOADED_TIED, MISSING_KEYS),
-        # gap_merged too, where the workflow has a merged model in memory.
         "tie-preserved": (GAP_INIT, GAP_TRAINED, GAP_FINAL),
         "tie-status": (HF_TIED, IMPL_TIED),
         "logits-parity": (HF_LOGITS, IMPL_LOGITS),
@@ -158,6 +157,11 @@ CHECK_NEEDS: dict[str, frozenset[str]] = {
         ),
         "hf-checkpoint-load": (HF_CHECKPOINT_TIED, HF_CHECKPOINT_LOGITS, HF_LOGITS, HF_TIED),
     }.items()
+}
+
+# What a check reads where its case's workflow made it, and does without elsewhere.
+CHECK_MAY_USE: dict[str, frozenset[str]] = {
+    "tie-preserved": frozenset({GAP_MERGED}),  # only where the workflow holds a merged model in memory
 }
 
 

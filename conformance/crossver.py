@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conformance import checkpoints, expectations, features, oracles, outcomes, pipeline, results
+from conformance import checkpoints, contract, expectations, features, oracles, outcomes, pipeline, results
 from conformance import recipes as recipe_book
 from conformance.cases import Case
 from conformance.engine import Engine, Selection, expect, plan, vocabulary
@@ -65,21 +65,21 @@ def export(families: list[str], out: Path) -> int:
             run = engine.execute(case)
             # The tie warnings the user saw while merging and saving here: they belong to the case's
             # history wherever it is loaded, so a divergence they announced stays "warned".
-            saved_at = max((run.made_in.get(a, -1) for a in ("saved_flags", "unmerged_logits")), default=-1)
+            saved_at = max(run.made_in.get(a, -1) for a in (contract.SAVED_FLAGS, contract.UNMERGED_LOGITS))
             entry["warnings"] = run.capture.tie_warnings(saved_at)
             target = out / entry["path"]
-            if run.failure is not None or "unmerged_logits" not in run.artifacts:
+            if run.failure is not None or contract.UNMERGED_LOGITS not in run.artifacts:
                 failure = run.failure
                 entry["failed"] = f"{failure.step}: {failure.message}" if failure else "no unmerged logits"
             else:
                 assert run.kept is not None
                 shutil.move(str(run.kept), str(target))
                 if case.workflow == "adapter":
-                    shutil.copytree(run.artifacts["base_checkpoint"], target / "base")
+                    shutil.copytree(run.artifacts[contract.BASE_CHECKPOINT], target / "base")
                 ids = pipeline.inputs(case.config["vocab_size"], case.seed)
                 from safetensors.torch import save_file
 
-                tensors = {"unmerged": run.artifacts["unmerged_logits"], "ids": ids}
+                tensors = {"unmerged": run.artifacts[contract.UNMERGED_LOGITS], "ids": ids}
                 save_file(tensors, str(target / "logits.safetensors"))
             if run.kept is not None and run.kept.exists():
                 shutil.rmtree(run.kept, ignore_errors=True)
@@ -134,7 +134,7 @@ def _loader(folder: Path, entry: dict[str, Any], where: str) -> Any:
 
             saved = load_file(str(checkpoints.inside(base, "logits.safetensors", where)))
             ids, unmerged = saved["ids"], saved["unmerged"]
-            run.put("unmerged_logits", unmerged)
+            run.put(contract.UNMERGED_LOGITS, unmerged)
             if case.workflow == "merge":
                 pipeline.read_checkpoint(run, checkpoints.inside(base, "merged", where), family)
         if case.workflow == "merge":
@@ -146,7 +146,7 @@ def _loader(folder: Path, entry: dict[str, Any], where: str) -> Any:
             fresh = pipeline.load_hf(checkpoints.inside(base, "base", where), family, dtype)
             adapter = checkpoints.inside(base, "adapter", where)
             loaded = PeftModel.from_pretrained(fresh, adapter).eval()
-            run.put("adapter_logits", pipeline.logits(loaded, ids))
+            run.put(contract.ADAPTER_LOGITS, pipeline.logits(loaded, ids))
 
     return steps
 

@@ -241,7 +241,9 @@ class Engine:
             return
         horizon = max(run.made_in[n] for n in needs)
         try:
-            measured = check.evaluate(run.artifacts, tol, context)
+            # Only what it declared: a check reading anything else fails on every case, not on some.
+            seen = {n: run.artifacts[n] for n in check.reads if n in run.artifacts}
+            measured = check.evaluate(seen, tol, context)
         except Exception as exc:  # a bug in the oracle must show up, not stop the run
             record.outcome, record.detail = outcomes.CRASHED, f"suite error in {check.name}: {exc!r}"
             return

@@ -179,8 +179,8 @@ def merge_save_reload(
     vocab = model.config.get_text_config().vocab_size
     with run.step("merge"):
         merged = model.merge_and_unload()
-        run.put("merged_logits", logits(merged, ids))
-        run.put("gap_merged", effective.tie_gap(merged, vocab))
+        run.put(contract.MERGED_LOGITS, logits(merged, ids))
+        run.put(contract.GAP_MERGED, effective.tie_gap(merged, vocab))
 
     with run.step("save"):
         merged.save_pretrained(folder / "merged")
@@ -191,8 +191,8 @@ def merge_save_reload(
 
 def read_checkpoint(run: CaseRun, folder: Path, family: Family) -> None:
     """What a saved checkpoint holds: its tensor names and the tie flags its config.json carries."""
-    run.put("checkpoint_keys", checkpoint_keys(folder))
-    run.put("saved_flags", saved_flags(folder, family))
+    run.put(contract.CHECKPOINT_KEYS, checkpoint_keys(folder))
+    run.put(contract.SAVED_FLAGS, saved_flags(folder, family))
 
 
 def reload(run: CaseRun, folder: Path, family: Family, ids: torch.Tensor, dtype: torch.dtype) -> None:
@@ -203,10 +203,10 @@ def reload(run: CaseRun, folder: Path, family: Family, ids: torch.Tensor, dtype:
         torch.manual_seed(run.case.seed)
         reloaded, info = load_hf(folder, family, dtype, output_loading_info=True)
         reloaded.eval()
-        run.put("reloaded_tied", is_tied(reloaded))
-        run.put("missing_keys", sorted(info.get("missing_keys", [])))
-        run.put("reloaded_logits", logits(reloaded, ids))
-        run.put("gap_final", effective.tie_gap(reloaded, reloaded.config.get_text_config().vocab_size))
+        run.put(contract.RELOADED_TIED, is_tied(reloaded))
+        run.put(contract.MISSING_KEYS, sorted(info.get("missing_keys", [])))
+        run.put(contract.RELOADED_LOGITS, logits(reloaded, ids))
+        run.put(contract.GAP_FINAL, effective.tie_gap(reloaded, reloaded.config.get_text_config().vocab_size))
 
 
 def load_kwargs(family: Family, dtype: torch.dtype) -> dict:

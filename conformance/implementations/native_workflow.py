@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from conformance import pipeline
+from conformance import contract, pipeline
 from conformance.cases import Case
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
@@ -59,39 +59,39 @@ def _steps(run: CaseRun, provider: Provider, workspace: Workspace, folder: Path)
         hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, fp32))
         vocab = hf.config.get_text_config().vocab_size
         ids = pipeline.inputs(vocab, case.seed)
-        run.put("hf_tied", is_tied(hf))
-        run.put("hf_logits", workspace.logits(key, hf, ids))
+        run.put(contract.HF_TIED, is_tied(hf))
+        run.put(contract.HF_LOGITS, workspace.logits(key, hf, ids))
         hf_dir = workspace.checkpoint(key, hf)
 
     with run.step("build"):
         model = provider.build(family, case.config, case.flags, case.seed, fp32)
-        run.put("impl_tied", is_tied(model))
+        run.put(contract.IMPL_TIED, is_tied(model))
 
     with run.step("load-weights"):
         provider.load_hf_weights(model, hf.state_dict())
-        run.put("impl_logits", logits(model, ids))
+        run.put(contract.IMPL_LOGITS, logits(model, ids))
 
     with run.step("float64"):
         hf64 = family.build(case.config, case.flags, case.seed, fp64)
         model64 = provider.build(family, case.config, case.flags, case.seed, fp64)
         provider.load_hf_weights(model64, hf64.state_dict())
-        run.put("hf64_logits", logits(hf64, ids))
-        run.put("impl64_logits", logits(model64, ids))
+        run.put(contract.HF64_LOGITS, logits(hf64, ids))
+        run.put(contract.IMPL64_LOGITS, logits(model64, ids))
 
     with run.step("save"):
         saved = provider.save(model, folder / "saved")
-        run.put("checkpoint_keys", pipeline.checkpoint_keys(saved))
-        run.put("saved_flags", pipeline.saved_flags(saved, family))
+        run.put(contract.CHECKPOINT_KEYS, pipeline.checkpoint_keys(saved))
+        run.put(contract.SAVED_FLAGS, pipeline.saved_flags(saved, family))
 
     with run.step("reload-hf"):
         by_hf = pipeline.load_hf(saved, family, fp32).eval()
-        run.put("hf_reload_tied", is_tied(by_hf))
-        run.put("hf_reload_logits", logits(by_hf, ids))
+        run.put(contract.HF_RELOAD_TIED, is_tied(by_hf))
+        run.put(contract.HF_RELOAD_LOGITS, logits(by_hf, ids))
 
     with run.step("reload"):
         again = provider.load(family, saved, fp32).eval()
-        run.put("reload_tied", is_tied(again))
-        run.put("reload_logits", logits(again, ids))
+        run.put(contract.RELOAD_TIED, is_tied(again))
+        run.put(contract.RELOAD_LOGITS, logits(again, ids))
 
     if family.expected_tied(case.flags):
         with run.step("retie"):
@@ -102,12 +102,12 @@ def _steps(run: CaseRun, provider: Provider, workspace: Workspace, folder: Path)
             with torch.no_grad():  # a training-like update of the embedding the forward uses
                 model.get_input_embeddings().weight.add_(0.5)
             follows = torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
-            run.put("retie", (retied, follows))
+            run.put(contract.RETIE, (retied, follows))
 
     with run.step("load-hf-checkpoint"):
         from_hf = provider.load(family, hf_dir, fp32).eval()
-        run.put("hf_checkpoint_tied", is_tied(from_hf))
-        run.put("hf_checkpoint_logits", logits(from_hf, ids))
+        run.put(contract.HF_CHECKPOINT_TIED, is_tied(from_hf))
+        run.put(contract.HF_CHECKPOINT_LOGITS, logits(from_hf, ids))
 
 
 class HFProvider:

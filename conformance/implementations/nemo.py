@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from conformance import effective, features, pipeline
+from conformance import contract, effective, features, pipeline
 from conformance.cases import Case
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
@@ -172,7 +172,7 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
     with run.step("reference"):
         hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, dtype))
         ids = pipeline.inputs(hf.config.get_text_config().vocab_size, case.seed)
-        run.put("base_logits", workspace.logits(key, hf, ids))
+        run.put(contract.BASE_LOGITS, workspace.logits(key, hf, ids))
         hf_dir = workspace.checkpoint(key, hf)
 
     with run.step("build"):
@@ -187,7 +187,7 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
     with run.step("train"):
         effective.fill_adapter(model, case.seed)
         effective.train_step(model, ids)
-        run.put("unmerged_logits", logits(model, ids))
+        run.put(contract.UNMERGED_LOGITS, logits(model, ids))
 
     with run.step("save-adapter"):
         _checkpointer(folder, is_peft=True, save_consolidated=False).save_model(
@@ -197,7 +197,7 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
     with run.step("load-adapter"):
         fresh = pipeline.load_hf(hf_dir, family, dtype)
         loaded = PeftModel.from_pretrained(fresh, folder / "lora" / "model").eval()
-        run.put("adapter_logits", logits(loaded, ids))
+        run.put(contract.ADAPTER_LOGITS, logits(loaded, ids))
 
     pipeline.merge_save_reload(run, loaded, family, folder, ids, dtype)
 

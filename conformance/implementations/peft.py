@@ -59,7 +59,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         if contract.BASE_CHECKPOINT in contract.WORKFLOWS[case.workflow].produces:
             base_dir = workspace.checkpoint(base_key, base)
             run.put(contract.BASE_CHECKPOINT, base_dir)
-        run.put("base_logits", workspace.logits(base_key, base, ids))
+        run.put(contract.BASE_LOGITS, workspace.logits(base_key, base, ids))
 
     if contract.WORKFLOWS[case.workflow].unties_base:
         with run.step("untie"):
@@ -68,7 +68,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
             head = base.get_output_embeddings()
             head.weight = torch.nn.Parameter(base.get_input_embeddings().weight.detach().clone())
             base.eval()
-            run.put("base_logits", logits(base, ids))
+            run.put(contract.BASE_LOGITS, logits(base, ids))
 
     tied = case.tied
     base_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
@@ -82,10 +82,10 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
 
     with run.step("train"):
         effective.fill_adapter(model, case.seed)
-        run.put("gap_init", effective.tie_gap(model, vocab))
+        run.put(contract.GAP_INIT, effective.tie_gap(model, vocab))
         effective.train_step(model, ids)
-        run.put("gap_trained", effective.tie_gap(model, vocab))
-        run.put("unmerged_logits", logits(model, ids))
+        run.put(contract.GAP_TRAINED, effective.tie_gap(model, vocab))
+        run.put(contract.UNMERGED_LOGITS, logits(model, ids))
 
     with run.step("reference"):
         found = effective.collect(model)
@@ -96,7 +96,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         )
         state = {**base_weights, **{k: v.to(dtype) for k, v in weights.items()}}
         reference.load_state_dict(state, strict=True)
-        run.put("reference_logits", logits(reference, ids))
+        run.put(contract.REFERENCE_LOGITS, logits(reference, ids))
     return Adapted(model, ids, base_dir, state)
 
 
@@ -114,8 +114,8 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
         with run.step("load-adapter"):
             fresh = pipeline.load_hf(base_dir, family, dtype)
             loaded = PeftModel.from_pretrained(fresh, folder / "adapter").eval()
-            run.put("adapter_logits", logits(loaded, ids))
-            run.put("gap_final", effective.tie_gap(loaded, vocab))
+            run.put(contract.ADAPTER_LOGITS, logits(loaded, ids))
+            run.put(contract.GAP_FINAL, effective.tie_gap(loaded, vocab))
         return
 
     pipeline.merge_save_reload(run, model, family, folder, ids, dtype)

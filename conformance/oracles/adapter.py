@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conformance import contract
 from conformance.oracles.base import (
     Check,
     CheckContext,
@@ -16,22 +17,22 @@ from conformance.oracles.base import (
 
 
 def _adapter_effect(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
-    gap = diff(art["base_logits"], art["unmerged_logits"])
+    gap = diff(art[contract.BASE_LOGITS], art[contract.UNMERGED_LOGITS])
     return Measurement(gap >= tol, gap, f"max |Δlogits| adapter vs base = {gap:.3g} (must be ≥ {tol:g})")
 
 
 def _tie_consistency(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
-    expected = ctx.family.expected_tied(art["saved_flags"])
+    expected = ctx.family.expected_tied(art[contract.SAVED_FLAGS])
     problems = []
-    if art["reloaded_tied"] != expected:
+    if art[contract.RELOADED_TIED] != expected:
         problems.append(
             f"reloaded model is {tie_word(art['reloaded_tied'])} but the HF rule on the saved config says "
             f"{tie_word(expected)}"
         )
-    head = head_key_problem(art["checkpoint_keys"], expected)
+    head = head_key_problem(art[contract.CHECKPOINT_KEYS], expected)
     if head:
         problems.append(head)
-    if art["missing_keys"]:
+    if art[contract.MISSING_KEYS]:
         problems.append(f"missing keys on reload: {', '.join(art['missing_keys'])}")
     return Measurement(
         not problems, None, "; ".join(problems) or "tie status, checkpoint keys and load agree"
@@ -39,17 +40,16 @@ def _tie_consistency(art: dict[str, Any], tol: float | None, ctx: CheckContext) 
 
 
 # In pipeline order; gap_merged exists only where the workflow holds a merged model in memory.
-_GAPS = ("gap_init", "gap_trained", "gap_merged", "gap_final")
 _GAP_WORDS = {
-    "gap_init": "after adapter init",
-    "gap_trained": "after a training step",
-    "gap_merged": "after merge",
-    "gap_final": "after reload",
+    contract.GAP_INIT: "after adapter init",
+    contract.GAP_TRAINED: "after a training step",
+    contract.GAP_MERGED: "after merge",
+    contract.GAP_FINAL: "after reload",
 }
 
 
 def _tie_preserved(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
-    gaps = {name: art[name] for name in _GAPS if name in art}
+    gaps = {name: art[name] for name in _GAP_WORDS if name in art}
     worst = max(gaps.values())
     broken = [f"{_GAP_WORDS[name]} {gap:.3g}" for name, gap in gaps.items() if gap > tol]
     detail = (
@@ -78,22 +78,22 @@ CHECKS: tuple[Check, ...] = (
     Check(
         "reference",
         "unmerged PEFT logits == an untied model holding the effective matrices",
-        logits_check("unmerged_logits", "reference_logits", "PEFT vs reference"),
+        logits_check(contract.UNMERGED_LOGITS, contract.REFERENCE_LOGITS, "PEFT vs reference"),
     ),
     Check(
         "merge-fidelity",
         "merged-model logits == unmerged adapter logits",
-        logits_check("unmerged_logits", "merged_logits", "merged vs unmerged"),
+        logits_check(contract.UNMERGED_LOGITS, contract.MERGED_LOGITS, "merged vs unmerged"),
     ),
     Check(
         "roundtrip-fidelity",
         "reloaded merged-model logits == unmerged adapter logits",
-        logits_check("unmerged_logits", "reloaded_logits", "reloaded vs unmerged"),
+        logits_check(contract.UNMERGED_LOGITS, contract.RELOADED_LOGITS, "reloaded vs unmerged"),
     ),
     Check(
         "adapter-roundtrip",
         "re-loaded (or exported) adapter logits == unmerged adapter logits",
-        logits_check("unmerged_logits", "adapter_logits", "re-loaded adapter vs unmerged"),
+        logits_check(contract.UNMERGED_LOGITS, contract.ADAPTER_LOGITS, "re-loaded adapter vs unmerged"),
     ),
     Check(
         "tie-consistency",

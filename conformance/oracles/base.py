@@ -47,6 +47,11 @@ class Check:
     def needs(self) -> frozenset[str]:
         return contract.CHECK_NEEDS[self.name]
 
+    @property
+    def reads(self) -> frozenset[str]:
+        """Everything it may read: its needs, and what it uses where the workflow made it."""
+        return self.needs | contract.CHECK_MAY_USE.get(self.name, frozenset())
+
     def applies_to(self, workflow: str) -> bool:
         return contract.check_applies(self.name, workflow)
 

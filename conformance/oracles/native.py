@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conformance import contract
 from conformance.oracles.base import (
     Check,
     CheckContext,
@@ -17,7 +18,7 @@ from conformance.outcomes import REFUSED_BY_DESIGN
 
 
 def _tie_status(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
-    rule, hf, impl = ctx.tied, art["hf_tied"], art["impl_tied"]
+    rule, hf, impl = ctx.tied, art[contract.HF_TIED], art[contract.IMPL_TIED]
     problems = []
     if ctx.support == REFUSED_BY_DESIGN:
         problems.append(f"declared refused-by-design, yet it built a model ({tie_word(impl)})")
@@ -34,7 +35,7 @@ def _tie_status(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Me
 
 
 def _retie(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
-    retied, follows = art["retie"]
+    retied, follows = art[contract.RETIE]
     problems = []
     if not retied:
         problems.append(
@@ -48,20 +49,20 @@ def _retie(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measure
 
 
 def _checkpoint_roundtrip(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
-    expected = ctx.family.expected_tied(art["saved_flags"])
-    head = head_key_problem(art["checkpoint_keys"], expected)
+    expected = ctx.family.expected_tied(art[contract.SAVED_FLAGS])
+    head = head_key_problem(art[contract.CHECKPOINT_KEYS], expected)
     problems = [head] if head else []
     worst = 0.0
     for who, tied_key, logits_key in (
-        ("HF", "hf_reload_tied", "hf_reload_logits"),
-        ("own", "reload_tied", "reload_logits"),
+        ("HF", contract.HF_RELOAD_TIED, contract.HF_RELOAD_LOGITS),
+        ("own", contract.RELOAD_TIED, contract.RELOAD_LOGITS),
     ):
         if art[tied_key] != expected:
             problems.append(
                 f"{who} reload is {tie_word(art[tied_key])}, "
                 f"the rule on the saved config says {tie_word(expected)}"
             )
-        gap = diff(art[logits_key], art["impl_logits"])
+        gap = diff(art[logits_key], art[contract.IMPL_LOGITS])
         worst = max(worst, gap)
         if gap > tol:
             problems.append(f"{who} reload: max |Δlogits| {gap:.3g} (tolerance {tol:g})")
@@ -71,9 +72,9 @@ def _checkpoint_roundtrip(art: dict[str, Any], tol: float | None, ctx: CheckCont
 
 
 def _hf_checkpoint_load(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
-    gap = diff(art["hf_checkpoint_logits"], art["hf_logits"])
+    gap = diff(art[contract.HF_CHECKPOINT_LOGITS], art[contract.HF_LOGITS])
     problems = [f"max |Δlogits| vs HF {gap:.3g} (tolerance {tol:g})"] if gap > tol else []
-    if art["hf_checkpoint_tied"] != art["hf_tied"]:
+    if art[contract.HF_CHECKPOINT_TIED] != art[contract.HF_TIED]:
         problems.append(
             f"loaded {tie_word(art['hf_checkpoint_tied'])}, HF's model is {tie_word(art['hf_tied'])}"
         )
@@ -96,13 +97,13 @@ CHECKS: tuple[Check, ...] = (
     Check(
         "logits-parity",
         "with identical weights, logits == HF's (float32)",
-        logits_check("hf_logits", "impl_logits", "vs HF"),
+        logits_check(contract.HF_LOGITS, contract.IMPL_LOGITS, "vs HF"),
         dtype="float32",
     ),
     Check(
         "logits-parity-fp64",
         "with identical weights, logits == HF's (float64)",
-        logits_check("hf64_logits", "impl64_logits", "vs HF"),
+        logits_check(contract.HF64_LOGITS, contract.IMPL64_LOGITS, "vs HF"),
         dtype="float64",
     ),
     Check(

@@ -3,6 +3,8 @@ needs only declared artifacts, and implementations are found and registered from
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from conformance import cases, contract, families, implementations, oracles, outcomes, versions
@@ -17,6 +19,8 @@ def test_checks_and_their_needs_are_declared_once():
     for name, needs in contract.CHECK_NEEDS.items():
         assert needs <= contract.ARTIFACTS, f"{name} needs undeclared artifacts {needs - contract.ARTIFACTS}"
         assert any(contract.check_applies(name, w) for w in contract.WORKFLOWS), f"{name} applies nowhere"
+    for name, extra in contract.CHECK_MAY_USE.items():
+        assert name in contract.CHECK_NEEDS and extra <= contract.ARTIFACTS, name
 
 
 def test_every_workflow_has_an_implementation_and_known_artifacts():
@@ -95,3 +99,45 @@ def test_a_workflow_produces_what_it_declares(name, workflow):
         f"{case.case_id}: declared but not made {sorted(declared - made)}; "
         f"python -m conformance repro '{case.case_id}'"
     )
+
+
+def test_a_check_sees_only_the_artifacts_it_declares(monkeypatch):
+    # `merge` makes base_logits, but `reference` does not declare it: reading it must fail on every case,
+    # not only where some workflow happens to leave it lying about.
+    def reads_undeclared(art, tol, ctx):
+        return oracles.Measurement(True, 0.0, str(art[contract.BASE_LOGITS].shape))
+
+    check = oracles.CHECKS["reference"]
+    assert contract.BASE_LOGITS not in check.needs
+    monkeypatch.setitem(oracles.CHECKS, "reference", dataclasses.replace(check, evaluate=reads_undeclared))
+    llama = families.get("llama")
+    case = cases.make("peft", llama, TieFlags(True), "lora_attn", "merge", llama.canonical, 0)
+    engine = Engine(Selection())
+    try:
+        records = {r.check: r for r in engine.judge(case)}
+    finally:
+        engine.close()
+    assert records["reference"].outcome == outcomes.CRASHED
+    assert records["reference"].detail == "suite error in reference: KeyError('base_logits')"
+    assert records["merge-fidelity"].outcome == outcomes.PASS, records["merge-fidelity"].detail
+
+
+@pytest.mark.parametrize(("workflow", "merged"), [("merge", True), ("adapter", False)])
+def test_a_check_reads_what_it_may_use_where_the_workflow_made_it(monkeypatch, workflow, merged):
+    seen: list[set[str]] = []
+    check = oracles.CHECKS["tie-preserved"]
+    original = check.evaluate
+
+    def spying(art, tol, ctx):
+        seen.append(set(art))
+        return original(art, tol, ctx)
+
+    monkeypatch.setitem(oracles.CHECKS, "tie-preserved", dataclasses.replace(check, evaluate=spying))
+    gemma = families.get("gemma")
+    case = cases.make("peft", gemma, TieFlags(True), "lora_embed_ewt", workflow, gemma.canonical, 0)
+    engine = Engine(Selection())
+    try:
+        engine.judge(case)
+    finally:
+        engine.close()
+    assert seen == [set(check.needs) | ({contract.GAP_MERGED} if merged else set())]

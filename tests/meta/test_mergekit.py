@@ -3,6 +3,8 @@ library (a dropped lm_head, a wrongly weighted sum) is caught. Needs mergekit (`
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("mergekit", reason="mergekit is not installed (tox -e mergekit)")
@@ -68,3 +70,32 @@ def test_gemma4_is_a_recorded_crash_with_its_reason():
     assert crash.outcome == CRASHED and "LoRA not merged" in crash.detail
     assert crash.verdict == EXPECTED and crash.expected == "gemma4-no-architecture-lora-not-merged"
     assert records["adapter-effect"].verdict == OK  # PEFT's part ran before mergekit's
+
+
+def test_a_hang_inside_mergekit_is_stopped_at_the_case_time_limit(tmp_path, monkeypatch):
+    # The time limit is the engine's, not PEFT's: a passthrough merge that never returns is stopped and
+    # recorded, and the linear merges of the same run (same library, same workers) still pass.
+    import time
+
+    import mergekit.merge
+
+    from conformance.cli import main
+
+    run_merge = mergekit.merge.run_merge
+
+    def hanging(config, *args, **kwargs):
+        if config.merge_method == "passthrough":
+            time.sleep(600)
+        return run_merge(config, *args, **kwargs)
+
+    monkeypatch.setattr(mergekit.merge, "run_merge", hanging)
+    selection = ["--impl", "mergekit", "--family", "llama", "--recipe", "mts_head"]
+    selection += ["--workflow", "lora-passthrough", "--workflow", "linear-merge", "--no-report"]
+    started = time.monotonic()
+    main(["run", *selection, "--jobs", "2", "--case-timeout", "4", "--out", str(tmp_path)])
+    assert time.monotonic() - started < 120
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    hung = [r for r in records if r["workflow"] == "lora-passthrough"]
+    assert hung and all(r["outcome"] == CRASHED and "timed out after 4 s" in r["detail"] for r in hung), hung
+    merged = [r for r in records if r["workflow"] == "linear-merge" and r["check"] == "merge-arithmetic"]
+    assert merged and all(r["outcome"] == PASS for r in merged), merged

@@ -3,15 +3,19 @@
 Needs nemo-automodel (`tox -e nemo` installs a release with its pinned transformers).
 """
 
+import json
+import time
+
 import pytest
 
 pytest.importorskip("nemo_automodel", reason="nemo-automodel is not installed (tox -e nemo)")
 
 from conformance import families
+from conformance.cli import main
 from conformance.expectations import EXPECTED, OK, UNEXPECTED
 from conformance.flags import TieFlags
 from conformance.implementations import nemo
-from conformance.outcomes import PASS, REFUSED_BY_DESIGN, SUPPORTED
+from conformance.outcomes import CRASHED, PASS, REFUSED_BY_DESIGN, SUPPORTED
 from conformance.outcomes import REFUSED as REFUSED_OUTCOME
 from conformance.testing import fresh_records
 
@@ -78,3 +82,26 @@ def test_lora_on_projections_survives_export_merge_and_reload(family):
     for record in records.values():
         assert record.outcome == PASS and record.verdict == OK, (record.check, record.detail)
     assert records["adapter-effect"].max_abs_diff > 1e-3
+
+
+def test_a_hang_inside_nemo_is_stopped_at_the_case_time_limit(tmp_path, monkeypatch):
+    # The engine's time limit covers NeMo's own workflow too: building the untied Llama never returns,
+    # and the tied one, in the same run, still passes.
+    cls = nemo.model_class("llama")
+    original = cls.__init__
+
+    def hang_untied(self, config, *args, **kwargs):
+        if not config.tie_word_embeddings:
+            time.sleep(600)
+        original(self, config, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__init__", hang_untied)
+    selection = ["--impl", "nemo-automodel", "--family", "llama", "--workflow", "native", "--no-report"]
+    started = time.monotonic()
+    main(["run", *selection, "--jobs", "2", "--case-timeout", "4", "--out", str(tmp_path)])
+    assert time.monotonic() - started < 120
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    hung = [r for r in records if r["case_id"].startswith("nemo-automodel-llama-tF-")]
+    assert hung and all(r["outcome"] == CRASHED and "timed out after 4 s" in r["detail"] for r in hung), hung
+    tied = [r for r in records if r["case_id"].startswith("nemo-automodel-llama-tT-")]
+    assert tied and all(r["outcome"] == PASS for r in tied), tied
