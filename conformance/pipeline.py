@@ -22,6 +22,7 @@ from conformance import contract, effective, outcomes, versions
 from conformance.cases import Case
 from conformance.families import Family
 from conformance.flags import TieFlags
+from conformance.recipes import Recipe
 
 
 class _Stop(Exception):
@@ -169,6 +170,17 @@ def execute(case: Case, steps: Callable[[CaseRun, Path], None], workspace: Works
             shutil.rmtree(folder, ignore_errors=True)
         else:
             run.kept = Path(shutil.move(str(folder), str(workspace.keep / folder.name)))
+    return run
+
+
+def runner(
+    steps: Callable[[CaseRun, Recipe, torch.dtype, Workspace, Path], None],
+) -> Callable[[Case, Recipe, torch.dtype, Workspace], CaseRun]:
+    """A workflow's steps `(run, recipe, dtype, workspace, folder)` as an implementation's runner."""
+
+    def run(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
+        return execute(case, lambda run, folder: steps(run, recipe, dtype, workspace, folder), workspace)
+
     return run
 
 

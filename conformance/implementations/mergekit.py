@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from conformance import contract, effective, oracles, pipeline
-from conformance.cases import Case
 from conformance.implementations import peft
 from conformance.implementations.base import Implementation
 from conformance.oracles.base import Check, logits_check
@@ -86,11 +85,6 @@ def _merge(config: dict[str, Any], out: Path, cache: Path) -> None:
 
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def run(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
-    steps = _passthrough if case.workflow == "lora-passthrough" else _linear
-    return pipeline.execute(case, lambda run, folder: steps(run, recipe, dtype, workspace, folder), workspace)
 
 
 def _load_merged(
@@ -176,7 +170,7 @@ IMPLEMENTATION = Implementation(
     name="mergekit",
     package=PACKAGE,
     about="mergekit's passthrough (base+LoRA) and linear merges of fine-tunes of tied models, HF-loaded",
-    runners={"lora-passthrough": run, "linear-merge": run},
+    runners={"lora-passthrough": pipeline.runner(_passthrough), "linear-merge": pipeline.runner(_linear)},
     order=3,
     recipes_of=("peft",),
     elsewhere="`tox -e mergekit` runs it (mergekit needs transformers >= 5) into reports/mergekit/index.html",

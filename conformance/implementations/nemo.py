@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from conformance import contract, effective, features, pipeline
-from conformance.cases import Case
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
 from conformance.implementations import native_workflow as native
@@ -155,14 +154,8 @@ class NeMoProvider:
 PROVIDER: Provider = NeMoProvider()
 
 
-def run_lora(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
-    """NeMo LoRA on NeMo's model → NeMo's PEFT-format export → HF PeftModel → merge → save → reload."""
-    return pipeline.execute(
-        case, lambda run, folder: _lora_steps(run, recipe, dtype, workspace, folder), workspace
-    )
-
-
 def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
+    """NeMo LoRA on NeMo's model → NeMo's PEFT-format export → HF PeftModel → merge → save → reload."""
     from nemo_automodel.components._peft.lora import PeftConfig, apply_lora_to_linear_modules
     from peft import PeftModel
 
@@ -206,7 +199,7 @@ IMPLEMENTATION = Implementation(
     name="nemo-automodel",
     package=PACKAGE,
     about="NeMo Automodel's own Gemma4 MoE, Llama and Qwen2 classes, checkpointer and LoRA",
-    runners={"native": native.runner(PROVIDER), "lora-merge": run_lora},
+    runners={"native": native.runner(PROVIDER), "lora-merge": pipeline.runner(_lora_steps)},
     order=2,
     families=tuple(CLASSES),
     family_unavailable=unavailable,

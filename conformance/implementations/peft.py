@@ -8,27 +8,11 @@ from pathlib import Path
 import torch
 
 from conformance import contract, effective, pipeline
-from conformance.cases import Case
 from conformance.implementations.base import Implementation
 from conformance.pipeline import CaseRun, Workspace, logits
 from conformance.recipes import Recipe
 
 WORKFLOWS = ("merge", "adapter", "untie-first")
-
-
-def run(case: Case, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
-    return pipeline.execute(
-        case, lambda run, folder: _steps(run, recipe, dtype, workspace, folder), workspace
-    )
-
-
-IMPLEMENTATION = Implementation(
-    name="peft",
-    package="peft",
-    about="PEFT adapters on HF models: merge_and_unload, save_pretrained, from_pretrained",
-    runners=dict.fromkeys(WORKFLOWS, run),
-    order=1,
-)
 
 
 @dataclass
@@ -119,3 +103,12 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
         return
 
     pipeline.merge_save_reload(run, model, family, folder, ids, dtype)
+
+
+IMPLEMENTATION = Implementation(
+    name="peft",
+    package="peft",
+    about="PEFT adapters on HF models: merge_and_unload, save_pretrained, from_pretrained",
+    runners=dict.fromkeys(WORKFLOWS, pipeline.runner(_steps)),
+    order=1,
+)
