@@ -19,7 +19,7 @@ from conformance.contract import WORKFLOWS
 from conformance.engine import applicable_checks, check_context
 from conformance.errors import ConformanceError
 from conformance.flags import TieFlags
-from conformance.versions import installed
+from conformance.versions import SUPPORTING, installed
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def script(case: Case) -> str:
     spec = family.config_spec(case.config, TieFlags(_Code("tied_top"), _Code("tied_text")))  # type: ignore[arg-type]
     context = check_context(case)
     versions = installed()
-    shown = {k: v for k, v in versions.items() if k not in ("safetensors", "hypothesis")}
+    # What is under test, and the torch it ran on (the script imports it too).
+    shown = {k: v for k, v in versions.items() if k == "torch" or k not in SUPPORTING}
     values: dict[str, Any] = {
         "case_id": case.case_id,
         "summary": [
