@@ -68,6 +68,13 @@ def _canonical_cases() -> tuple[Case, ...]:
     )
 
 
+def runnable(check: str) -> list[Case]:
+    """The canonical cases `check` applies to that can run here (none that would be skipped)."""
+    return [
+        case for case in _canonical_cases() if applies(case, check) and engine().skip_reason(case) is None
+    ]
+
+
 def applies(case: Case, check: str) -> bool:
     """Whether `check` says anything about `case` (decided from names and flags, before running)."""
     return any(found.name == check for found in applicable_checks(case))

@@ -8,34 +8,18 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from conformance import cases, families, generators, implementations, oracles, recipes
-from conformance.testing import applies, selected_families, verdict_problem
+from conformance import cases, generators, oracles
+from conformance.testing import runnable, verdict_problem
 
 pytestmark = pytest.mark.conformance
 
 
 def _cells(check: str) -> list[tuple]:
     """(implementation, family, flags, recipe, workflow) combinations the check applies to and can run."""
-    book = recipes.load()
-    found = []
-    for impl in implementations.selected(None):
-        for family in (families.get(n) for n in selected_families()):
-            if family.unavailable():
-                continue
-            for flags in family.flag_combinations():
-                for recipe in book.recipes.values():
-                    for workflow in impl.workflows:
-                        probe = cases.make(
-                            impl.name, family, flags, recipe.name, workflow, family.canonical, 0
-                        )
-                        runnable = (
-                            impl.runs_recipe(recipe, family.name)
-                            and workflow in (recipe.workflows or impl.workflows)
-                            and book.skip_reason(recipe) is None
-                        ) and probe.pointless() is None
-                        if runnable and applies(probe, check):
-                            found.append((impl.name, family, flags, recipe.name, workflow))
-    return found
+    return [
+        (case.implementation, case.family_def(), case.flags, case.recipe, case.workflow)
+        for case in runnable(check)
+    ]
 
 
 @st.composite

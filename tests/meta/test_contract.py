@@ -8,8 +8,7 @@ import dataclasses
 import pytest
 
 from conformance import cases, contract, families, implementations, oracles, outcomes, versions
-from conformance import recipes as recipe_book
-from conformance.engine import Engine, Selection
+from conformance.engine import Engine, Selection, plan
 from conformance.flags import TieFlags
 from conformance.pipeline import CaseRun
 
@@ -47,22 +46,14 @@ def test_implementations_register_their_package_and_code():
     assert list(implementations.REGISTRY)[:2] == ["hf", "peft"]
 
 
-def _sample(impl: implementations.Implementation, workflow: str) -> cases.Case | None:
+def _sample(engine: Engine, impl: implementations.Implementation, workflow: str) -> cases.Case | None:
     """A canonical, tied case of the workflow that its implementation can run here (llama first)."""
-    book = recipe_book.load()
-    chosen = sorted(
-        (f for f in families.all_families() if impl.covers(f) and not f.unavailable()),
-        key=lambda f: f.name != "llama",
+    planned = plan(Selection(implementations=[impl.name], workflows=[workflow]))
+    tied = (
+        c for c in planned if c.config == c.family_def().canonical and c.family_def().expected_tied(c.flags)
     )
-    for family in chosen:
-        if impl.family_unavailable(family):
-            continue
-        flags = next(f for f in family.flag_combinations() if family.expected_tied(f))
-        for recipe in book.recipes.values():
-            runs = impl.runs_recipe(recipe, family.name) and book.skip_reason(recipe) is None
-            if runs and workflow in (recipe.workflows or impl.workflows):
-                return cases.make(impl.name, family, flags, recipe.name, workflow, family.canonical, 0)
-    return None
+    runnable = (c for c in tied if engine.skip_reason(c) is None)
+    return next(iter(sorted(runnable, key=lambda c: c.family != "llama")), None)
 
 
 @pytest.mark.parametrize(
@@ -84,11 +75,11 @@ def test_a_workflow_produces_what_it_declares(name, workflow):
     reason = impl.unavailable()
     if reason:
         pytest.skip(reason)
-    case = _sample(impl, workflow)
-    if case is None:
-        pytest.skip(f"{name} can run no {workflow} case here")
     engine = Engine(Selection())
     try:
+        case = _sample(engine, impl, workflow)
+        if case is None:
+            pytest.skip(f"{name} can run no {workflow} case here")
         run = engine.execute(case)
     finally:
         engine.close()
