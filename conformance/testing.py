@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +131,24 @@ def assert_check(case: Case, check: str) -> None:
         return
     if record.verdict != OK:
         pytest.fail(message(record), pytrace=False)
+
+
+def run_hanging(args: list[str], folder: Path, limit: int = 4) -> list[dict]:
+    """`run ARGS` where some cases hang (a fault patched into this process reaches its forked workers),
+    under a case time limit of `limit` s: the run must end long before any hang would, and each hung
+    case is recorded as timed out. Returns the records, as written."""
+    from conformance.cli import main  # the entry layer, only for the tests that drive the CLI
+
+    started = time.monotonic()
+    main(["run", *args, "--jobs", "2", "--case-timeout", str(limit), "--out", str(folder)])
+    took = time.monotonic() - started
+    assert took < 120, f"a {limit} s case limit, yet the run took {took:.0f} s: a hang was not stopped"
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+def assert_timed_out(records: list[dict], limit: int = 4) -> None:
+    """Each record (of the cases made to hang) is a crash that says it hit the case time limit."""
+    assert records, "no record of the cases made to hang"
+    for record in records:
+        assert record["outcome"] == outcomes.CRASHED, record
+        assert f"timed out after {limit} s" in record["detail"], record

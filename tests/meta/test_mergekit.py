@@ -3,8 +3,6 @@ library (a dropped lm_head, a wrongly weighted sum) is caught. Needs mergekit (`
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 pytest.importorskip("mergekit", reason="mergekit is not installed (tox -e mergekit)")
@@ -13,7 +11,7 @@ from conformance.expectations import EXPECTED, OK, UNEXPECTED
 from conformance.flags import TieFlags
 from conformance.implementations import mergekit as mergekit_impl
 from conformance.outcomes import CRASHED, PASS
-from conformance.testing import fresh_records
+from conformance.testing import assert_timed_out, fresh_records, run_hanging
 
 pytestmark = pytest.mark.mergekit
 UNTIED, TIED = TieFlags(False), TieFlags(True)
@@ -79,8 +77,6 @@ def test_a_hang_inside_mergekit_is_stopped_at_the_case_time_limit(tmp_path, monk
 
     import mergekit.merge
 
-    from conformance.cli import main
-
     run_merge = mergekit.merge.run_merge
 
     def hanging(config, *args, **kwargs):
@@ -91,11 +87,7 @@ def test_a_hang_inside_mergekit_is_stopped_at_the_case_time_limit(tmp_path, monk
     monkeypatch.setattr(mergekit.merge, "run_merge", hanging)
     selection = ["--impl", "mergekit", "--family", "llama", "--recipe", "mts_head"]
     selection += ["--workflow", "lora-passthrough", "--workflow", "linear-merge", "--no-report"]
-    started = time.monotonic()
-    main(["run", *selection, "--jobs", "2", "--case-timeout", "4", "--out", str(tmp_path)])
-    assert time.monotonic() - started < 120
-    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    hung = [r for r in records if r["workflow"] == "lora-passthrough"]
-    assert hung and all(r["outcome"] == CRASHED and "timed out after 4 s" in r["detail"] for r in hung), hung
+    records = run_hanging(selection, tmp_path)
+    assert_timed_out([r for r in records if r["workflow"] == "lora-passthrough"])
     merged = [r for r in records if r["workflow"] == "linear-merge" and r["check"] == "merge-arithmetic"]
     assert merged and all(r["outcome"] == PASS for r in merged), merged
