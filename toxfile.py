@@ -59,7 +59,7 @@ def _loader(name: str, probe: bool) -> MemoryLoader | None:
     deps, install = _deps(built_like), _install(built_like)
     if row is not None:
         impls = "".join(f" --impl {impl}" for impl in row.implementations)
-        commands = [f"python -m conformance run{impls} --out {OUT}/{name}"]
+        commands = [f"python -m conformance run{impls}{row.run_options()} --out {OUT}/{name}"]
         for saving in (p for p in MATRIX.pairs.values() if p.save == name):
             folder = f"{OUT}/{name}/export-{saving.load}"
             commands.append(f"python -m conformance export --out {folder}{_families(saving)}")

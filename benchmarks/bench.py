@@ -1,16 +1,18 @@
 """Suite overhead: N cases through the engine vs the same library steps in a bare loop, in one process.
 
-    python benchmarks/bench.py [--family gemma4] [--cases 40] [--repeat 3]
+    python benchmarks/bench.py [--family gemma4] [--dtype bfloat16] [--device cuda] [--cases 40] [--repeat 3]
 
 The bare loop is what one would write by hand for each case: build the model, wrap it, fill and train
-the adapter, run the reference, merge, save, reload and compare logits, with no warning capture, no
-outcome classification, no records and no caching. Both sides run single-process, interleaved, after
-a warm-up; the best of `--repeat` rounds is reported. Target: suite / bare <= 1.3.
+the adapter, run the reference and measure its noise floor in float64 (what a tolerance in the case's
+precision needs), merge, save, reload and compare logits, with no warning capture, no outcome
+classification, no records and no caching. Both sides run single-process, interleaved, after a warm-up;
+the best of `--repeat` rounds is reported. Target: suite / bare <= 1.3.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import os
 import shutil
@@ -25,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from conformance import cli, effective, families, recipes
+from conformance import device, effective, families, oracles, outcomes, recipes
 from conformance.engine import Engine, Selection, plan
 from conformance.pipeline import Workspace, inputs, logits, untied_flags
 
@@ -45,8 +47,9 @@ def bare_case(case, dtype: torch.dtype, folder: Path) -> float:
     base_logits = logits(base, ids)
     base_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
     torch.manual_seed(case.seed)
+    autocast = {} if case.precision.autocast is None else {"autocast_adapter_dtype": case.precision.autocast}
     try:
-        model = get_peft_model(base, recipe.peft_config()).eval()
+        model = get_peft_model(base, recipe.peft_config(), **autocast).eval()
     except ValueError:  # a documented refusal: the suite stops there too
         return 0.0
     effective.fill_adapter(model, case.seed)
@@ -60,15 +63,21 @@ def bare_case(case, dtype: torch.dtype, folder: Path) -> float:
     reference = family.build(case.config, untied_flags(family), case.seed, dtype)
     reference.load_state_dict({**base_weights, **{k: v.to(dtype) for k, v in weights.items()}})
     reference_logits = logits(reference, ids)
+    exact = copy.deepcopy(reference).to(torch.float64)
+    floor = float((reference_logits - logits(exact, ids)).abs().max())
+    effective.probe(reference, vocab), effective.probe(exact, vocab)
     merged = model.merge_and_unload()
     merged_logits = logits(merged, ids)
     effective.tie_gap(merged, vocab)
     merged.save_pretrained(folder)
-    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **family.load_kwargs).eval()
+    placed = {} if device.current() == "cpu" else {"device_map": device.current()}
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, **family.load_kwargs, **placed
+    ).eval()
     reloaded_logits = logits(reloaded, ids)
     effective.tie_gap(reloaded, vocab)
     shutil.rmtree(folder, ignore_errors=True)
-    return max(
+    return floor + max(
         float((unmerged_logits - other).abs().max())
         for other in (base_logits, reference_logits, merged_logits, reloaded_logits)
     )
@@ -77,15 +86,24 @@ def bare_case(case, dtype: torch.dtype, folder: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="gemma4")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    cli._quiet_libraries()
+    outcomes.quiet_libraries()
     torch.set_num_threads(1)  # as the suite's workers run
+    device.use(args.device)
 
-    selection = Selection(families=[args.family], workflows=["merge"])
-    chosen = [c for c in plan(selection) if c.config == families.get(args.family).canonical][: args.cases]
-    dtype = torch.float64 if args.family == "gemma4-moe" else torch.float32
+    selection = Selection(
+        families=[args.family], workflows=["merge"], dtypes=[args.dtype], device=args.device
+    )
+    family = families.get(args.family)
+    half = args.dtype != "float32"
+    chosen = [c for c in plan(selection) if c.config == family.knobs_for(family.canonical, half)][
+        : args.cases
+    ]
+    dtype = oracles.tolerances().run_dtype(chosen[0].precision, args.family, "merge")
     root = Path(tempfile.mkdtemp(prefix="bench-"))
 
     def suite_round(reuse: bool) -> float:
@@ -115,7 +133,10 @@ def main() -> int:
     suite, rebuilt, bare = (min(rounds[k]) for k in ("suite", "rebuilt", "bare"))
     shutil.rmtree(root, ignore_errors=True)
     n = len(chosen)
-    print(f"{n} {args.family} merge cases, best of {args.repeat} rounds, one process, one thread")
+    where = device.describe(args.device)
+    print(
+        f"{n} {args.family} merge cases in {args.dtype} on {where}, best of {args.repeat} rounds, one process"
+    )
     print(f"  suite: {suite:6.2f} s  ({suite / n * 1000:6.1f} ms/case)")
     print(f"  suite, nothing reused: {rebuilt:6.2f} s  ({rebuilt / n * 1000:6.1f} ms/case)")
     print(f"  bare : {bare:6.2f} s  ({bare / n * 1000:6.1f} ms/case)")

@@ -1,8 +1,10 @@
-"""A case (implementation × family × flags × recipe × workflow × tiny config × seed) and its ids.
+"""A case (implementation × family × flags × recipe × workflow × precision × tiny config × seed), its ids.
 
 Cell id:  peft-gemma4-tT-xF-lora_embed_head-merge         (what expectations and pytest ids name)
+          peft-gemma4-tT-xF-lora_embed_head-merge-bf16-noautocast   (a half-precision cell)
 Case id:  peft-gemma4-tT-xF-lora_embed_head-merge@v128.h32.i64.L2.H2.K1.d16.g16.w8.f2.s0
-The part after '@' is the tiny config and seed, so a case id alone is enough to rerun the case.
+The part after '@' is the tiny config and seed, so a case id alone is enough to rerun the case; float32
+cells carry no precision suffix, so their ids are those of the suite before the precision axis.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from conformance.contract import WORKFLOWS
 from conformance.errors import ConformanceError
 from conformance.families import Family, Knobs
 from conformance.flags import ID_PATTERN, TieFlags
+from conformance.precision import FLOAT32, Precision
+from conformance.precision import ID_PATTERN as PRECISION_PATTERN
 
 _SEED = re.compile(r"(.*)\.s(\d+)")
 
@@ -28,10 +32,14 @@ class Case:
     workflow: str
     knobs: tuple[tuple[str, int], ...]
     seed: int
+    precision: Precision = FLOAT32
 
     @property
     def cell_id(self) -> str:
-        return f"{self.implementation}-{self.family}-{self.flags.id}-{self.recipe}-{self.workflow}"
+        return (
+            f"{self.implementation}-{self.family}-{self.flags.id}-{self.recipe}-{self.workflow}"
+            f"{self.precision.id}"
+        )
 
     @property
     def config(self) -> Knobs:
@@ -61,11 +69,18 @@ class Case:
 
 
 def make(
-    implementation: str, family: Family, flags: TieFlags, recipe: str, workflow: str, knobs: Knobs, seed: int
+    implementation: str,
+    family: Family,
+    flags: TieFlags,
+    recipe: str,
+    workflow: str,
+    knobs: Knobs,
+    seed: int,
+    precision: Precision = FLOAT32,
 ) -> Case:
     # Knobs are stored in the family's declared order so equal configs give equal ids.
     ordered = tuple((name, knobs[name]) for name in family.knob_codes if name in knobs)
-    return Case(implementation, family.name, flags, recipe, workflow, ordered, seed)
+    return Case(implementation, family.name, flags, recipe, workflow, ordered, seed, precision)
 
 
 def parse(case_id: str, implementations: list[str], recipes: list[str]) -> Case:
@@ -75,12 +90,14 @@ def parse(case_id: str, implementations: list[str], recipes: list[str]) -> Case:
     pattern = re.compile(
         rf"(?P<impl>{_alternatives(implementations)})-(?P<family>{_alternatives(names)})"
         rf"-(?P<flags>{ID_PATTERN})-(?P<recipe>{_alternatives(recipes)})-(?P<workflow>{_alternatives(WORKFLOWS)})"
+        rf"(?P<precision>{PRECISION_PATTERN})"
     )
     match = pattern.fullmatch(cell)
     if match is None or not sep:
         raise ConformanceError(
-            f"not a case id: {case_id!r}; expected IMPL-FAMILY-FLAGS-RECIPE-WORKFLOW@CONFIG.sSEED as printed "
-            "in results.jsonl (known recipes and families are listed by `python -m conformance list`)"
+            f"not a case id: {case_id!r}; expected IMPL-FAMILY-FLAGS-RECIPE-WORKFLOW[-bf16|-fp16]"
+            "@CONFIG.sSEED as printed in results.jsonl (known recipes and families are listed by "
+            "`python -m conformance list`)"
         )
     family = families.get(match["family"])
     flags = TieFlags.parse(match["flags"])
@@ -93,7 +110,9 @@ def parse(case_id: str, implementations: list[str], recipes: list[str]) -> Case:
         knobs = family.parse_config_id(seeded.group(1))
     except ValueError as exc:
         raise ConformanceError(f"{case_id}: {exc}") from None
-    return make(match["impl"], family, flags, match["recipe"], match["workflow"], knobs, int(seeded.group(2)))
+    precision = Precision.parse(match["precision"])
+    seed = int(seeded.group(2))
+    return make(match["impl"], family, flags, match["recipe"], match["workflow"], knobs, seed, precision)
 
 
 def _alternatives(names: list[str] | tuple[str, ...]) -> str:

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from conformance import outcomes
 from conformance.contract import PROFILES, WORKFLOWS
 from conformance.errors import (  # noqa: F401  (the exit codes are the CLI's too)
     EXIT_BAD_INPUT,
@@ -23,23 +24,22 @@ from conformance.versions import installed, is_dev_build, sources
 # maintainer can render a gate's or a nightly's artifacts anywhere: the engine is imported per verb.
 
 
-def _quiet_libraries() -> None:
-    # Every case saves and loads a checkpoint: progress bars would bury the run's own output.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    # Library warnings are captured per case into results.jsonl; printed too, they would flood the run.
-    transformers.utils.logging.disable_default_handler()
-
-
 def header(selection: Any) -> None:
-    from conformance import features, implementations
+    from conformance import device, features, implementations
 
     impls = ", ".join(i.name for i in implementations.selected(selection.implementations))
     pkgs = " ".join(f"{k}=={v}" for k, v in installed().items())
     print(f"conformance: implementations {impls} | profile {selection.profile} | seed {selection.seed}")
+    where = device.describe(selection.device)
+    half = [d for d in selection.precisions if d != "float32"]
+    autocast = f" (PEFT autocast_adapter_dtype: {selection.autocast})" if half else ""
+    print(f"conformance: dtype {', '.join(selection.precisions)}{autocast} | device {where}")
+    missing = device.unavailable(selection.device)
+    if missing:
+        print(f"conformance: every case is skipped: {missing}")
+    settings = device.numerics()
+    if settings:
+        print("conformance: numerics pinned: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     print(f"conformance: {pkgs}")
     for name, source in sources().items():
         print(f"conformance: {name} from {source}")
@@ -63,13 +63,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     named = [args.impl, args.family, args.recipe, args.workflow, args.check]
     if args.resume:
-        if any(named):
+        if any(named) or args.dtype or args.device or args.autocast:
             raise ConformanceError(
                 "--resume runs the selection recorded in DIR/run.json: drop the other options"
             )
         selection = session.resumed_selection(Path(args.resume))
     else:
-        selection = Selection(*named, args.profile, args.seed)
+        autocast = args.autocast or os.environ.get("CONFORMANCE_AUTOCAST") or "on"
+        selection = Selection(*named, args.profile, args.seed, _dtypes(args), _device(args), autocast)
     options = session.Options(
         out=Path(args.resume or args.out),
         jobs=args.jobs or execution.default_jobs(),
@@ -78,25 +79,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         resume=bool(args.resume),
     )
+    from conformance import device
+
+    device.use(selection.device)  # before the header: it reports the numerics pinned for the device
     header(selection)
     print(f"conformance: {options.jobs} worker(s), case time limit {options.case_timeout:g} s")
-    _quiet_libraries()
+    outcomes.quiet_libraries()
     return session.run(selection, options)
 
 
-def cmd_repro(args: argparse.Namespace) -> int:
-    from conformance import cases, expectations, implementations
-    from conformance import recipes as recipe_book
-    from conformance.engine import Engine
+def _dtypes(args: argparse.Namespace) -> list[str]:
+    """--dtype (repeatable), else CONFORMANCE_DTYPE (comma-separated), else float32; checked once."""
+    from conformance.precision import parse_dtypes
 
-    case = cases.parse(args.case_id, list(implementations.REGISTRY), list(recipe_book.load().recipes))
+    given = args.dtype or [n.strip() for n in os.environ.get("CONFORMANCE_DTYPE", "").split(",") if n.strip()]
+    return parse_dtypes(given, "--dtype/CONFORMANCE_DTYPE")
+
+
+def _device(args: argparse.Namespace) -> str:
+    return args.device or os.environ.get("CONFORMANCE_DEVICE") or "cpu"
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from conformance import expectations
+    from conformance.engine import Engine, Selection, parse_case
+
+    case = parse_case(args.case_id)
+    if args.dtype:
+        case = _in_precision(case, _dtypes(args))
     if args.standalone:
         from conformance import standalone
 
         sys.stdout.write(standalone.script(case))
         return EXIT_OK
-    _quiet_libraries()
-    engine = Engine()
+    outcomes.quiet_libraries()
+    engine = Engine(Selection(device=_device(args)))
     try:
         records = engine.records(case)
     finally:
@@ -108,6 +125,20 @@ def cmd_repro(args: argparse.Namespace) -> int:
         for w in r.warnings:
             print(f"    warning: {w}")
     return EXIT_UNEXPECTED if any(r.verdict == expectations.UNEXPECTED for r in records) else EXIT_OK
+
+
+def _in_precision(case: Any, dtypes: list[str]) -> Any:
+    """The same case in another precision (repro --dtype): autocast as the case had it, where it has it."""
+    import dataclasses
+
+    from conformance import implementations
+    from conformance.precision import Precision
+
+    if len(dtypes) != 1:
+        raise ConformanceError("--dtype: repro reruns one case, in one precision")
+    axis = implementations.get(case.implementation).autocast_axis and dtypes[0] != "float32"
+    autocast = (case.precision.autocast is not False) if axis else None
+    return dataclasses.replace(case, precision=Precision(dtypes[0], autocast))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -166,15 +197,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from conformance import crossver
 
-    _quiet_libraries()
-    return crossver.export(args.family, Path(args.out))
+    outcomes.quiet_libraries()
+    return crossver.export(args.family, Path(args.out), _dtypes(args))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from conformance import crossver
+    from conformance.precision import parse_dtypes
 
-    _quiet_libraries()
-    return crossver.import_(Path(args.folder), Path(args.out))
+    outcomes.quiet_libraries()
+    dtypes = parse_dtypes(args.dtype, "--dtype") if args.dtype else None
+    return crossver.import_(Path(args.folder), Path(args.out), dtypes)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -218,6 +251,19 @@ def parser() -> argparse.ArgumentParser:
         help=f"hypothesis profile: {', '.join(PROFILES)} (default ci)",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of the canonical configs and of non-ci draws")
+    _dtype_option(run, "precision the cases run in (repeatable; default float32, or CONFORMANCE_DTYPE)")
+    run.add_argument(
+        "--autocast",
+        choices=("on", "off", "both"),
+        help="half precision: PEFT's autocast_adapter_dtype setting(s) to run (default on, PEFT's default; "
+        "or CONFORMANCE_AUTOCAST); both doubles the half-precision PEFT cases",
+    )
+    run.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        help="where models and inputs live (default cpu, or CONFORMANCE_DEVICE); without a GPU, cuda "
+        "skips every case with the reason",
+    )
     run.add_argument("--out", default="reports", help="output folder (default reports/)")
     run.add_argument(
         "--jobs",
@@ -242,6 +288,8 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     repro = sub.add_parser("repro", help="rerun one case by its case id")
     repro.add_argument("case_id")
+    _dtype_option(repro, "rerun the case in this precision instead of the one its id names")
+    repro.add_argument("--device", choices=("cpu", "cuda"), help="where to run it (default cpu)")
     repro.add_argument(
         "--standalone",
         action="store_true",
@@ -280,16 +328,24 @@ def parser() -> argparse.ArgumentParser:
     )
     exporting.add_argument("--out", required=True, help="a new folder for the checkpoints and manifest.json")
     exporting.add_argument("--family", action="append", default=[], help="family (repeatable; default all)")
+    _dtype_option(exporting, "precision the checkpoints are merged and saved in (repeatable; float32)")
     exporting.set_defaults(func=cmd_export)
     importing = sub.add_parser(
         "import", help="cross-version: load and judge what `export` saved (possibly with other versions)"
     )
     importing.add_argument("folder", help="the folder `export` wrote")
     importing.add_argument("--out", default="reports/xver", help="output folder (default reports/xver)")
+    _dtype_option(importing, "import only the cases of this precision (repeatable; default all exported)")
     importing.set_defaults(func=cmd_import)
     listing = sub.add_parser("list", help="families, recipes and what the installed versions allow")
     listing.set_defaults(func=cmd_list)
     return top
+
+
+def _dtype_option(command: argparse.ArgumentParser, about: str) -> None:
+    command.add_argument(
+        "--dtype", action="append", default=[], metavar="{float32,bfloat16,float16}", help=about
+    )
 
 
 # Verbs that run cases and so need the engine's libraries (the `engine` extra).

@@ -32,6 +32,11 @@ GAP_INIT = "gap_init"  # max |embed - head| over the vocabulary, at each stage o
 GAP_TRAINED = "gap_trained"
 GAP_MERGED = "gap_merged"
 GAP_FINAL = "gap_final"
+# The case's noise floors: one model of the case (the reference, holding the effective matrices; HF's model
+# in the native workflow) in the case's precision against the same weights in float64. Numeric checks scale
+# their tolerance with one of them (conformance.oracles).
+LOGITS_NOISE = "logits_noise"  # max |Δlogits| on the probe ids
+PROBE_NOISE = "probe_noise"  # max |Δ| of the probed input and output matrices (effective.probe)
 # The native workflow: the implementation's own classes next to HF's.
 HF_TIED = "hf_tied"
 HF_LOGITS = "hf_logits"
@@ -52,7 +57,8 @@ ARTIFACTS: set[str] = {v for k, v in dict(globals()).items() if k.isupper() and 
 
 # What loading a merged checkpoint back gives, and what every adapter workflow starts with.
 RELOAD = (SAVED_FLAGS, CHECKPOINT_KEYS, RELOADED_TIED, MISSING_KEYS, RELOADED_LOGITS, GAP_FINAL)
-ADAPTER = (BASE_LOGITS, UNMERGED_LOGITS, GAP_INIT, GAP_TRAINED, REFERENCE_LOGITS)
+NOISE = (LOGITS_NOISE, PROBE_NOISE)
+ADAPTER = (BASE_LOGITS, UNMERGED_LOGITS, GAP_INIT, GAP_TRAINED, REFERENCE_LOGITS, *NOISE)
 
 
 @dataclass(frozen=True)
@@ -117,10 +123,12 @@ WORKFLOWS: dict[str, Workflow] = {
             RETIE,
             HF_CHECKPOINT_TIED,
             HF_CHECKPOINT_LOGITS,
+            *NOISE,
         ),
         workflow(
             "lora-merge",
             "NeMo LoRA -> NeMo's PEFT-format export -> PeftModel -> merge -> save -> reload",
+            *NOISE,
             BASE_LOGITS,
             UNMERGED_LOGITS,
             ADAPTER_LOGITS,

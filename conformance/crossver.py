@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from conformance import checkpoints, contract, expectations, features, oracles, outcomes, pipeline, results
-from conformance import recipes as recipe_book
 from conformance.cases import Case
 from conformance.engine import Engine, Selection, expect, plan, vocabulary
 from conformance.errors import ConformanceError
@@ -42,14 +41,15 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def export(families: list[str], out: Path) -> int:
-    """Run the merge and adapter cases of PEFT here and keep what they saved under `out`."""
+def export(families: list[str], out: Path, dtypes: list[str] | None = None) -> int:
+    """Run the merge and adapter cases of PEFT here, in each of `dtypes` (default float32), and keep what
+    they saved under `out`."""
     _one_thread()
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST).is_file():
             raise ConformanceError(f"{out}: exists, and is not an earlier export; export writes a new folder")
         shutil.rmtree(out)  # last night's export of this row: replaced whole
-    selection = Selection(["peft"], families, [], list(WORKFLOWS))
+    selection = Selection(["peft"], families, [], list(WORKFLOWS), dtypes=list(dtypes or []))
     planned = plan(selection)
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="export-"))
@@ -67,6 +67,8 @@ def export(families: list[str], out: Path) -> int:
             # history wherever it is loaded, so a divergence they announced stays "warned".
             saved_at = max(run.made_in.get(a, -1) for a in (contract.SAVED_FLAGS, contract.UNMERGED_LOGITS))
             entry["warnings"] = run.capture.tie_warnings(saved_at)
+            # The noise floors of the saver's weights in the case's precision: the loader's tolerances.
+            entry["noise"] = {name: run.artifacts.get(name) for name in contract.NOISE}
             target = out / entry["path"]
             if run.failure is not None or contract.UNMERGED_LOGITS not in run.artifacts:
                 failure = run.failure
@@ -92,6 +94,7 @@ def export(families: list[str], out: Path) -> int:
         "sources": sources(),
         "features": features.found(),
         "families": families,
+        "dtypes": selection.precisions,
         "cases": listed,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -125,10 +128,13 @@ def _loader(folder: Path, entry: dict[str, Any], where: str) -> Any:
 
     def steps(run: CaseRun, scratch: Path) -> None:
         case, family = run.case, run.case.family_def()
-        dtype = oracles.tolerances().dtype(case.family, case.workflow)
+        dtype = oracles.tolerances().run_dtype(case.precision, case.family, case.workflow)
         with run.step("read"):
             for message in entry.get("warnings") or []:
                 run.capture.warnings.append((0, str(message)))
+            for name, value in (entry.get("noise") or {}).items():
+                if name in contract.NOISE and isinstance(value, (int, float)):
+                    run.put(name, float(value))
             base = checkpoints.inside(folder, str(entry.get("path")), where)
             from safetensors.torch import load_file
 
@@ -145,31 +151,37 @@ def _loader(folder: Path, entry: dict[str, Any], where: str) -> Any:
 
             fresh = pipeline.load_hf(checkpoints.inside(base, "base", where), family, dtype)
             adapter = checkpoints.inside(base, "adapter", where)
-            loaded = PeftModel.from_pretrained(fresh, adapter).eval()
+            autocast = case.precision.autocast
+            loaded = PeftModel.from_pretrained(
+                fresh, adapter, **({} if autocast is None else {"autocast_adapter_dtype": autocast})
+            ).eval()
             run.put(contract.ADAPTER_LOGITS, pipeline.logits(loaded, ids))
 
     return steps
 
 
-def import_(folder: Path, out: Path) -> int:
-    """Load and judge every case an export saved; records in `out` (results.jsonl, run.json)."""
-    from conformance import cases as case_ids
-    from conformance import implementations, report, session
+def import_(folder: Path, out: Path, dtypes: list[str] | None = None) -> int:
+    """Load and judge every case an export saved (those of `dtypes` only, where given), each in the
+    precision its case id names; records in `out` (results.jsonl, run.json)."""
+    from conformance import report, session
+    from conformance.engine import parse_case
 
     manifest = _manifest(folder)
-    book = recipe_book.load()
     _one_thread()
 
-    selection = Selection(["peft"], list(manifest.get("families") or []), [], list(WORKFLOWS), list(CHECKS))
+    saved_in = [str(d) for d in manifest.get("dtypes") or ["float32"]]
+    wanted = list(dtypes or saved_in)
+    families = list(manifest.get("families") or [])
+    selection = Selection(["peft"], families, [], list(WORKFLOWS), list(CHECKS), dtypes=wanted)
     known = expectations.load(vocabulary())
     engine = Engine(selection, Workspace(), ExpectationSet([]))
     records: list[results.Record] = []
     try:
         for i, entry in enumerate(manifest["cases"]):
             where = f"{folder / MANIFEST}:cases[{i}]"
-            case: Case = case_ids.parse(
-                str(entry["case_id"]), list(implementations.REGISTRY), list(book.recipes)
-            )
+            case: Case = parse_case(str(entry["case_id"]))
+            if case.precision.dtype not in selection.precisions:
+                continue
             if entry.get("failed"):
                 # Nothing was saved: not a cross-version case (the saver's own run records the failure).
                 reason = f"not exported: the saving environment stopped at {entry['failed']}"

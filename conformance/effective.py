@@ -41,7 +41,7 @@ def fill_adapter(model: torch.nn.Module, seed: int) -> int:
                 continue
             gen = torch.Generator().manual_seed(_stable_seed(seed, name))
             noise = torch.randn(param.shape, generator=gen, dtype=torch.float64)
-            param.add_(noise.to(param.dtype) * ADAPTER_SCALE)
+            param.add_(noise.to(param.device, param.dtype) * ADAPTER_SCALE)
             count += 1
     return count
 
@@ -54,6 +54,7 @@ def output_logits(output: Any) -> torch.Tensor:
 def train_step(model: torch.nn.Module, input_ids: torch.Tensor, lr: float = 0.05) -> float:
     """One plain SGD step on next-token loss: a training-like update of every trainable tensor."""
     params = [p for p in model.parameters() if p.requires_grad]
+    input_ids = input_ids.to(params[0].device) if params else input_ids
     with torch.enable_grad():
         logits = output_logits(model(input_ids=input_ids))
         loss = torch.nn.functional.cross_entropy(
@@ -169,12 +170,13 @@ def probe(model: torch.nn.Module, vocab_size: int) -> tuple[torch.Tensor, torch.
     """
     with torch.no_grad():
         emb = model.get_input_embeddings()
-        rows = emb(torch.arange(vocab_size)).to(torch.float64) / embed_scale(emb)
+        where = next(emb.parameters()).device
+        rows = emb(torch.arange(vocab_size, device=where)).to(torch.float64) / embed_scale(emb)
         head = model.get_output_embeddings()
         hidden = rows.shape[-1]
-        dtype = next(p.dtype for p in head.parameters())
-        cols = head(torch.eye(hidden, dtype=dtype)).to(torch.float64).T
-    return rows, cols
+        weight = next(head.parameters())
+        cols = head(torch.eye(hidden, dtype=weight.dtype, device=weight.device)).to(torch.float64).T
+    return rows.cpu(), cols.cpu()
 
 
 def tie_gap(model: torch.nn.Module, vocab_size: int) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 
 from conformance import (
     cases,
+    device,
     expectations,
     families,
     features,
@@ -24,6 +25,7 @@ from conformance.errors import ConformanceError
 from conformance.expectations import Subject
 from conformance.flags import TieFlags, combinations
 from conformance.pipeline import CaseRun, Workspace
+from conformance.precision import AUTOCAST_CHOICES, DTYPES, Precision, parse_dtypes, variants
 from conformance.results import Record, attach, rounded
 from conformance.versions import installed
 
@@ -39,10 +41,17 @@ class Selection:
     checks: list[str] = field(default_factory=list)
     profile: str = "ci"
     seed: int = 0
+    dtypes: list[str] = field(default_factory=list)  # empty: float32
+    device: str = "cpu"
+    autocast: str = "on"  # PEFT's autocast_adapter_dtype in half precision: on, off or both
 
     @property
     def filtered(self) -> bool:
         return bool(self.families or self.recipes or self.workflows or self.checks)
+
+    @property
+    def precisions(self) -> list[str]:
+        return parse_dtypes(self.dtypes, "--dtype")
 
 
 def vocabulary() -> expectations.Vocabulary:
@@ -54,6 +63,7 @@ def vocabulary() -> expectations.Vocabulary:
         recipe=tuple(recipe_book.load().recipes),
         workflow=tuple(WORKFLOWS),
         check=tuple(oracles.CHECKS),
+        dtype=DTYPES,
     )
 
 
@@ -74,6 +84,13 @@ def validate(selection: Selection) -> None:
         raise ConformanceError(
             f"--profile: unknown profile {selection.profile!r}; known: {', '.join(PROFILES)}"
         )
+    selection.precisions  # noqa: B018  (raises one line on an unknown dtype)
+    if selection.autocast not in AUTOCAST_CHOICES:
+        raise ConformanceError(f"--autocast: {selection.autocast!r}; known: {', '.join(AUTOCAST_CHOICES)}")
+    if selection.device not in device.DEVICES:
+        raise ConformanceError(
+            f"--device: unknown device {selection.device!r}; known: {', '.join(device.DEVICES)}"
+        )
 
 
 def plan(selection: Selection) -> list[Case]:
@@ -92,15 +109,43 @@ def plan(selection: Selection) -> list[Case]:
         for family in chosen_families
     }
     planned: list[Case] = []
-    for impl in implementations.selected(selection.implementations):
-        for family in (f for f in chosen_families if impl.covers(f)):
-            configs = drawn[family.name] if impl.unavailable() is None else drawn[family.name][:1]
-            pairs = _recipe_workflows(impl, family, book, selection)
-            for flags in family.flag_combinations():
-                for recipe, workflow in pairs:
-                    for knobs, seed in configs:
-                        planned.append(cases.make(impl.name, family, flags, recipe, workflow, knobs, seed))
+    for dtype in selection.precisions:
+        for impl in implementations.selected(selection.implementations):
+            for family in (f for f in chosen_families if impl.covers(f)):
+                configs = drawn[family.name] if impl.unavailable() is None else drawn[family.name][:1]
+                pairs = _recipe_workflows(impl, family, book, selection)
+                for flags in family.flag_combinations():
+                    for recipe, workflow in pairs:
+                        for precision in variants(dtype, impl.autocast_axis, selection.autocast):
+                            for knobs, seed in _unique(family, configs, precision.half):
+                                planned.append(
+                                    cases.make(
+                                        impl.name, family, flags, recipe, workflow, knobs, seed, precision
+                                    )
+                                )
     return planned
+
+
+def _unique(family: Any, configs: list[tuple[dict, int]], half: bool) -> list[tuple[dict, int]]:
+    """The configs as a precision builds them (family.knobs_for), each once."""
+    found: list[tuple[dict, int]] = []
+    for knobs, seed in configs:
+        made = (family.knobs_for(knobs, half), seed)
+        if made not in found:
+            found.append(made)
+    return found
+
+
+def parse_case(case_id: str) -> Case:
+    """A case id as printed in results.jsonl, checked against every known name; the autocast axis is
+    read as the case's implementation has it (a half-precision hf case has none)."""
+    case = cases.parse(case_id, list(implementations.REGISTRY), list(recipe_book.load().recipes))
+    precision = case.precision
+    if precision.half and not implementations.get(case.implementation).autocast_axis:
+        if precision.autocast is False:
+            raise ConformanceError(f"{case_id}: {case.implementation} has no autocast axis (-noautocast)")
+        case = replace(case, precision=Precision(precision.dtype))
+    return case
 
 
 def _recipe_workflows(impl: Any, family: Any, book: Any, selection: Selection) -> list[tuple[str, str]]:
@@ -128,6 +173,7 @@ class Engine:
     def __post_init__(self) -> None:
         if self.expectation_set is None:
             self.expectation_set = expectations.load(vocabulary())
+        device.use(self.selection.device)
 
     def close(self) -> None:
         self.workspace.close()
@@ -147,16 +193,15 @@ class Engine:
             return records
         run = (execute or self.execute)(case)
         for record, check in zip(records, checks, strict=True):
-            self._judge(record, check, run, record.tolerance, context)
+            self._judge(record, check, run, context)
         return records
 
     def execute(self, case: Case) -> CaseRun:
         """The case's workflow, run by its implementation (no skip check, no judging)."""
         impl = implementations.get(case.implementation)
         recipe = recipe_book.load().get(case.recipe)
-        return impl.execute(
-            case, recipe, oracles.tolerances().dtype(case.family, case.workflow), self.workspace
-        )
+        dtype = oracles.tolerances().run_dtype(case.precision, case.family, case.workflow)
+        return impl.execute(case, recipe, dtype, self.workspace)
 
     def skip_reason(self, case: Case) -> str | None:
         impl, family = implementations.get(case.implementation), case.family_def()
@@ -181,17 +226,22 @@ class Engine:
         context = check_context(case, support)
         wanted = self.selection.checks
         checks = [check for check in applicable_checks(case) if not wanted or check.name in wanted]
+        run_dtype = tolerances.run_dtype(case.precision, case.family, case.workflow)
         records = []
         for check in checks:
-            dtype, tol = tolerances.for_check(check, case.family, case.workflow)
-            record = self._record(case, check, tol, dtype, context)
+            computed_in = tolerances.computed_in(check, run_dtype)
+            rule = tolerances.rule(check.name)
+            # Before the case runs its floor is unknown: the minimum stands until the check is judged.
+            tol = None if rule is None else rule.at(computed_in, None)
+            record = self._record(case, check, tol, computed_in, context)
             if skip:
                 record.outcome, record.detail = outcomes.SKIPPED, skip
             records.append(record)
         return records, checks, skip, context
 
     def _skip_reason(self, case: Case, impl: Any, family: Any, recipe: Any) -> str | None:
-        reason = impl.unavailable() or family.unavailable() or impl.family_unavailable(family)
+        reason = device.unavailable(self.selection.device) or impl.device_unavailable(self.selection.device)
+        reason = reason or impl.unavailable() or family.unavailable() or impl.family_unavailable(family)
         if reason:
             return reason
         reason = recipe_book.load().skip_reason(recipe)
@@ -199,7 +249,7 @@ class Engine:
             return reason
         return case.pointless()
 
-    def _record(self, case: Case, check: Any, tol: float | None, dtype: Any, context: Any) -> Record:
+    def _record(self, case: Case, check: Any, tol: float | None, computed_in: str, context: Any) -> Record:
         return Record(
             case_id=case.case_id,
             implementation=case.implementation,
@@ -214,6 +264,8 @@ class Engine:
             expected_outcome=None,
             max_abs_diff=None,
             tolerance=tol,
+            noise_floor=None,
+            tolerance_factor=None,
             warnings=[],
             detail="",
             step=None,
@@ -221,13 +273,16 @@ class Engine:
             support=context.support,
             config=case.config,
             seed=case.seed,
-            dtype=str(dtype).removeprefix("torch."),
+            dtype=case.precision.dtype,
+            autocast=case.precision.autocast,
+            computed_in=computed_in,
+            device=device.describe(self.selection.device),
             versions=dict(installed()),
             features=found_features(),
             repro=case.repro,
         )
 
-    def _judge(self, record: Record, check: Any, run: CaseRun, tol: float | None, context: Any) -> None:
+    def _judge(self, record: Record, check: Any, run: CaseRun, context: Any) -> None:
         needs = check.needs
         missing = [n for n in needs if n not in run.artifacts]
         if missing:
@@ -240,6 +295,15 @@ class Engine:
             record.warnings = [self._clean(w) for w in run.capture.tie_warnings(failure.index)]
             return
         horizon = max(run.made_in[n] for n in needs)
+        rule = oracles.tolerances().rule(check.name)
+        tol = None
+        if rule is not None:
+            floor = run.artifacts.get(check.floor) if rule.factor is not None else None
+            if rule.factor is not None and floor is None:
+                record.outcome, record.detail = outcomes.CRASHED, f"suite error: no noise floor {check.floor}"
+                return
+            tol = rounded(rule.at(record.computed_in, floor))
+            record.tolerance, record.noise_floor, record.tolerance_factor = tol, rounded(floor), rule.factor
         try:
             # Only what it declared: a check reading anything else fails on every case, not on some.
             seen = {n: run.artifacts[n] for n in check.reads if n in run.artifacts}
@@ -307,6 +371,8 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
                 record.versions,
                 record.support,
                 record.saved_with,
+                record.dtype,
+                record.autocast,
             )
             entry = expectation_set.match(subject)
             if entry is None and record.saved_with is not None:

@@ -48,6 +48,10 @@ def _serve(conn: Connection, selection: Selection, root: str) -> None:
     """A worker: judge each case the parent sends, send its records back; stop on None."""
     import torch
 
+    from conformance import outcomes
+
+    outcomes.quiet_libraries()  # a spawned worker starts without the parent's settings
+
     # The parent decides when the run stops and stops its workers itself; a terminal's Ctrl-C reaches
     # the whole process group and must not abort a case half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -88,10 +92,10 @@ class Pool:
     case_timeout: float
     root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="conformance-"))
     workers: list[_Worker] = field(default_factory=list)
+    method: str = ""  # how workers start: start_method(selection) unless given
 
     def start(self) -> _Worker:
-        # fork: workers inherit the imported libraries and the parsed data files, so they start at once.
-        context = multiprocessing.get_context("fork")
+        context = multiprocessing.get_context(self.method or start_method(self.selection))
         parent, child = context.Pipe()
         process = context.Process(target=_serve, args=(child, self.selection, self.root), daemon=True)
         process.start()
@@ -118,6 +122,13 @@ class Pool:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def start_method(selection: Selection) -> str:
+    """fork: workers inherit the imported libraries and the parsed data files, so they start at once. CUDA
+    cannot be used in a forked child of a process that initialised it: the GPU leg spawns its workers
+    (each imports the libraries once, then runs many cases)."""
+    return "spawn" if selection.device == "cuda" else "fork"
+
+
 def death(exitcode: int | None) -> str:
     """Why a worker process ended, in words."""
     if exitcode is not None and exitcode < 0:
@@ -135,6 +146,7 @@ def judge_all(
     jobs: int,
     case_timeout: float = DEFAULT_CASE_TIMEOUT,
     stop: Callable[[], bool] = lambda: False,
+    method: str = "",
 ) -> Iterator[tuple[int, list[Record]]]:
     """(plan index, records) of every case, as each finishes; raises Interrupted once `stop()` says so.
 
@@ -142,7 +154,7 @@ def judge_all(
     case past `case_timeout` seconds (0: no limit) is stopped and recorded as crashed, timed out.
     """
     pending = deque(enumerate(cases))
-    pool = Pool(selection, max(1, min(jobs, len(cases))), case_timeout)
+    pool = Pool(selection, max(1, min(jobs, len(cases))), case_timeout, method=method)
     # Builds the records of a case that did not finish; it runs nothing itself.
     recorder = Engine(
         selection, Workspace(Path(tempfile.mkdtemp(dir=pool.root, prefix="parent-"))), ExpectationSet([])

@@ -1,8 +1,8 @@
 """Known non-pass outcomes, as data: cases/expectations/<implementation>.yaml, matched on conditions.
 
-An entry names its conditions (family, flags, tied, recipe, workflow, check as names or globs; version
-ranges), the outcome it expects, a class (bug | limitation), an upstream link or "not reported upstream"
-with a one-line repro, and a reason. The first entry whose conditions hold decides.
+An entry names its conditions (family, flags, tied, recipe, workflow, check, dtype as names or globs;
+autocast; version ranges), the outcome it expects, a class (bug | limitation), an upstream link or
+"not reported upstream" with a one-line repro, and a reason. The first entry whose conditions hold decides.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any
 from conformance import casefiles, versions
 from conformance.errors import CaseFileError, UnknownName
 from conformance.outcomes import OUTCOMES, PASS, SKIPPED, SUPPORT, SUPPORTED
+from conformance.precision import DEFAULT, DTYPES
 
 CLASSES = ("bug", "limitation")
 NOT_REPORTED = "not reported upstream"
-_NAME_FIELDS = ("family", "flags", "recipe", "workflow", "check")
+_NAME_FIELDS = ("family", "flags", "recipe", "workflow", "check", "dtype")
 _FIELDS = {"id", "when", "outcome", "class", "link", "repro", "reason"}
-_WHEN = {*_NAME_FIELDS, "tied", "support", "versions", "saved_with"}
+_WHEN = {*_NAME_FIELDS, "tied", "support", "autocast", "versions", "saved_with"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Subject:
     versions: dict[str, str] = field(hash=False)
     support: str = SUPPORTED
     saved_with: dict[str, str] | None = field(default=None, hash=False)  # cross-version: the saver's
+    dtype: str = DEFAULT  # the case's precision (conformance.precision)
+    autocast: bool | None = None  # PEFT's autocast_adapter_dtype, where the case has that axis
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Expectation:
     names: dict[str, tuple[str, ...]] = field(hash=False)  # field -> globs
     tied: bool | None
     support: str | None
+    autocast: bool | None
     version_specs: dict[str, str] = field(hash=False)
     saved_with_specs: dict[str, str] = field(hash=False)  # cross-version records: ranges on the saver
     outcome: str
@@ -62,6 +66,8 @@ class Expectation:
         if self.tied is not None and subject.tied != self.tied:
             return False
         if self.support is not None and subject.support != self.support:
+            return False
+        if self.autocast is not None and subject.autocast != self.autocast:
             return False
         for name, globs in self.names.items():
             value = getattr(subject, name)
@@ -95,6 +101,7 @@ class Vocabulary:
     recipe: tuple[str, ...]
     workflow: tuple[str, ...]
     check: tuple[str, ...]
+    dtype: tuple[str, ...] = DTYPES
 
 
 def load_file(path: Path, implementation: str, vocab: Vocabulary | None) -> list[Expectation]:
@@ -158,6 +165,7 @@ def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary | None) 
         names,
         when.get("tied", bool, None),
         support,
+        when.get("autocast", bool, None),
         {k: str(v) for k, v in specs.items()},
         {k: str(v) for k, v in saved_with.items()},
         outcome,

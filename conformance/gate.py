@@ -38,7 +38,19 @@ REGRESSED, LOST, IMPROVED, BETTER, GAINED, UNCHANGED = (
 STATUSES = (REGRESSED, LOST, IMPROVED, BETTER, GAINED, UNCHANGED)
 FAILING = (REGRESSED, LOST)
 # What run.json must agree on for two runs to be compared cell by cell.
-SELECTION_KEYS = ("implementations", "families", "recipes", "workflows", "checks", "profile", "seed")
+SELECTION_KEYS = (
+    "implementations",
+    "families",
+    "recipes",
+    "workflows",
+    "checks",
+    "profile",
+    "seed",
+    "dtypes",
+    "autocast",
+)
+# What a run.json written before a key existed ran: the same selection as the key's value today.
+_SELECTION_DEFAULTS = {"dtypes": ["float32"], "autocast": "on"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -144,10 +156,11 @@ def comparable(baseline: Run, candidate: Run) -> None:
     old, new = baseline.meta["selection"], candidate.meta["selection"]
     for key in SELECTION_KEYS:
         # The order of repeated options changes the plan's order, not its cells.
-        if _unordered(old.get(key)) != _unordered(new.get(key)):
+        before, after = (side.get(key, _SELECTION_DEFAULTS.get(key)) for side in (old, new))
+        if _unordered(before) != _unordered(after):
             raise ConformanceError(
-                f"baseline and candidate ran different selections: {key} {old.get(key)!r} vs "
-                f"{new.get(key)!r}; run both with the same arguments"
+                f"baseline and candidate ran different selections: {key} {before!r} vs "
+                f"{after!r}; run both with the same arguments"
             )
 
 

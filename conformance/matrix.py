@@ -19,7 +19,26 @@ else:  # tox itself depends on tomli below 3.11
 
 MATRIX_FILE = Path(__file__).resolve().parent.parent / "cases" / "matrix.toml"
 _NAME = re.compile(r"[a-z0-9][a-z0-9.]*(-[a-z0-9.]+)*")
-_ROW_FIELDS = {"name", "transformers", "peft", "nemo", "extra", "impl", "why", "needs"}
+_ROW_FIELDS = {
+    "name",
+    "transformers",
+    "peft",
+    "nemo",
+    "extra",
+    "impl",
+    "dtype",
+    "device",
+    "runner",
+    "why",
+    "needs",
+}
+_DTYPES = (
+    "float32",
+    "bfloat16",
+    "float16",
+)  # conformance.precision's; this module stays standard-library only
+_DEVICES = ("cpu", "cuda")
+DEFAULT_RUNNER = "ubuntu-latest"
 _XVER_FIELDS = {"save", "load", "families", "why"}
 
 
@@ -36,6 +55,9 @@ class Row:
     nemo: str = ""
     extra: str = ""  # pip spec of one more package (another implementation's)
     impl: str = ""  # the implementations the row runs, comma-separated (default: hf, peft; NeMo's)
+    dtype: str = ""  # the precisions it runs, comma-separated (default float32)
+    device: str = ""  # cpu (default) or cuda
+    runner: str = ""  # the nightly job's runner label (default ubuntu-latest; a GPU row names a GPU runner)
     needs: str = ""  # a host the specs download from
 
     @property
@@ -43,6 +65,15 @@ class Row:
         if self.impl:
             return [name.strip() for name in self.impl.split(",")]
         return ["nemo-automodel"] if self.nemo else ["hf", "peft"]
+
+    @property
+    def dtypes(self) -> list[str]:
+        return [name.strip() for name in self.dtype.split(",") if name.strip()]
+
+    def run_options(self) -> str:
+        """The `run` options of its precisions and device (empty for a float32 CPU row)."""
+        dtypes = "".join(f" --dtype {name}" for name in self.dtypes)
+        return dtypes + (f" --device {self.device}" if self.device else "")
 
     def unreachable(self, timeout: float = 3.0) -> str | None:
         """Why this row cannot be built here (its host does not answer), or None."""
@@ -84,7 +115,15 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
         _fields(raw, _ROW_FIELDS, where, required=("name", "why"))
         if not _NAME.fullmatch(raw["name"]) or raw["name"] in rows:
             raise MatrixError(f"{where}.name: {raw['name']!r} is not a new name of a-z, 0-9, '.' and '-'")
-        rows[raw["name"]] = Row(**raw)
+        row = Row(**raw)
+        wrong = [name for name in row.dtypes if name not in _DTYPES]
+        if wrong:
+            raise MatrixError(f"{where}.dtype: unknown dtype {wrong[0]!r}; known: {', '.join(_DTYPES)}")
+        if row.device and row.device not in _DEVICES:
+            raise MatrixError(f"{where}.device: unknown device {row.device!r}; known: {', '.join(_DEVICES)}")
+        if row.device == "cuda" and not row.runner:
+            raise MatrixError(f"{where}.runner: a cuda row needs the label of a runner with a GPU")
+        rows[raw["name"]] = row
     pairs: dict[str, Pair] = {}
     for i, raw in enumerate(data.get("xver", [])):
         where = f"{path}:xver[{i}]"
@@ -112,12 +151,22 @@ def _fields(raw: object, allowed: set[str], where: str, required: tuple[str, ...
 
 
 def github_matrix(kind: str) -> str:
-    """JSON for a GitHub Actions job matrix: the rows' names, or the pairs with the row they load from."""
+    """JSON for a GitHub Actions job matrix (`include`): each row with its runner label and torch build
+    (a CUDA row takes the CUDA build uv detects on its runner), or each pair with the row it loads from."""
     import json
 
     found = load()
     if kind == "rows":
-        return json.dumps(list(found.rows))
+        return json.dumps(
+            [
+                {
+                    "row": name,
+                    "runner": row.runner or DEFAULT_RUNNER,
+                    "torch-backend": "auto" if row.device == "cuda" else "cpu",
+                }
+                for name, row in found.rows.items()
+            ]
+        )
     return json.dumps([{"pair": name, "save": pair.save} for name, pair in found.pairs.items()])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import traceback
 import warnings
@@ -130,3 +131,15 @@ def reset_once_caches() -> None:
 
         hf_logging.warning_once.cache_clear()
         hf_logging.info_once.cache_clear()
+
+
+def quiet_libraries() -> None:
+    """Progress bars and library log handlers off: what a case warns is captured, not printed."""
+    # Every case saves and loads a checkpoint: progress bars would bury the run's own output.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    # Library warnings are captured per case into results.jsonl; printed too, they would flood the run.
+    transformers.utils.logging.disable_default_handler()

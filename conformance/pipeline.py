@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from conformance import contract, effective, outcomes, versions
+from conformance import contract, device, effective, outcomes, versions
 from conformance.cases import Case
 from conformance.families import Family
 from conformance.flags import TieFlags
@@ -130,8 +130,31 @@ def inputs(vocab_size: int, seed: int) -> torch.Tensor:
 
 
 def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The model's logits on `ids`, back on the CPU in float64 whatever device and precision it runs in."""
+    where = next(model.parameters()).device
     with torch.no_grad():
-        return effective.output_logits(model(input_ids=ids)).to(torch.float64)
+        return effective.output_logits(model(input_ids=ids.to(where))).to(torch.float64).cpu()
+
+
+def measure_noise(
+    run: CaseRun, model: torch.nn.Module, ids: torch.Tensor, measured: torch.Tensor | None = None
+) -> None:
+    """The case's noise floors: `model` in its own precision against the same weights in float64.
+
+    The same weights, so the difference is the rounding of the case's precision alone (a float64 model
+    has none: both floors are 0 there). A tolerance that scales with it grows with the precision, not
+    with what the code under test did to the weights. `measured`: the model's logits, if already taken.
+    """
+    exact = copy.deepcopy(model).to(torch.float64)
+    measured = logits(model, ids) if measured is None else measured
+    run.put(contract.LOGITS_NOISE, float((measured - logits(exact, ids)).abs().max()))
+    vocab = model.config.get_text_config().vocab_size
+    rows, cols = effective.probe(model, vocab)
+    exact_rows, exact_cols = effective.probe(exact, vocab)
+    run.put(
+        contract.PROBE_NOISE,
+        float(max((rows - exact_rows).abs().max(), (cols - exact_cols).abs().max())),
+    )
 
 
 def untied_flags(family: Family) -> TieFlags:
@@ -222,8 +245,10 @@ def reload(run: CaseRun, folder: Path, family: Family, ids: torch.Tensor, dtype:
 
 
 def load_kwargs(family: Family, dtype: torch.dtype) -> dict:
-    """from_pretrained kwargs for a family at a dtype."""
-    return {dtype_kwarg(): dtype, **family.load_kwargs}
+    """from_pretrained kwargs for a family at a dtype, onto the run's device (as GPU users load: with a
+    device map, whose loading path places and ties weights its own way)."""
+    placed = {} if device.current() == "cpu" else {"device_map": device.current()}
+    return {dtype_kwarg(): dtype, **family.load_kwargs, **placed}
 
 
 def load_hf(folder: Path, family: Family, dtype: torch.dtype, **extra: Any) -> Any:

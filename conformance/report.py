@@ -22,6 +22,7 @@ from conformance.errors import ConformanceError
 from conformance.expectations import EXPECTED, UNEXPECTED, UNEXPECTED_PASS
 from conformance.flags import TieFlags
 from conformance.outcomes import CRASHED, OUTCOMES, PASS, REFUSED, SILENT, SKIPPED, WARNED
+from conformance.precision import Precision
 from conformance.results import RUN_FILE
 from conformance.versions import under_test
 
@@ -137,14 +138,22 @@ def _border(verdicts: set[str]) -> str:
     return UNEXPECTED if UNEXPECTED in verdicts else EXPECTED if EXPECTED in verdicts else ""
 
 
+def row_label(record: dict[str, Any]) -> str:
+    """`tT-xF`, or `tT-xF · bf16 no-autocast` for a half-precision case: a row of the matrix."""
+    precision = Precision.from_record(record)
+    flags = TieFlags.from_record(record["flags"]).id
+    return f"{flags} · {precision.label}" if precision.half else flags
+
+
 def matrix(runs: list[Run]) -> dict[str, Any]:
-    """Rows (family × flags), column groups (one per run) of columns (implementation × recipe × workflow)."""
+    """Rows (family × flags × precision), column groups (one per run) of columns (implementation × recipe ×
+    workflow)."""
     rows: dict[tuple[str, str], None] = {}
     columns: dict[tuple[str, str, str], None] = {}
     cells: dict[tuple, Cell] = {}
     for index, run in enumerate(runs):
         for record in run.records:
-            row = (record["family"], TieFlags.from_record(record["flags"]).id)
+            row = (record["family"], row_label(record))
             column = (record["implementation"], record["recipe"], record["workflow"])
             rows.setdefault(row)
             columns.setdefault(column)
@@ -270,8 +279,8 @@ def script_json(value: Any) -> str:
 # What a details row needs of a record (its key names the case); what every record of a case shares is
 # kept once per case, and each distinct warning once per run: the page stays small for a nightly's runs.
 _CHECK_FIELDS = ("check", "outcome", "verdict", "expected", "expected_outcome", "max_abs_diff", "tolerance",
-                 "detail")  # fmt: skip
-_CASE_FIELDS = ("config", "seed", "dtype", "repro")
+                 "noise_floor", "tolerance_factor", "computed_in", "detail")  # fmt: skip
+_CASE_FIELDS = ("config", "seed", "dtype", "autocast", "device", "repro")
 
 
 def details(run: Run) -> dict[str, Any]:

@@ -33,6 +33,10 @@ class Record:
     expected_outcome: str | None
     max_abs_diff: float | None
     tolerance: float | None
+    # Where the tolerance came from: factor × the case's noise floor (or the minimum for the precision,
+    # where that is larger, or the check does not scale: then both may be None).
+    noise_floor: float | None
+    tolerance_factor: float | None
     warnings: list[str]
     detail: str
     step: str | None  # the pipeline step that failed, if one did
@@ -40,7 +44,10 @@ class Record:
     support: str  # "supported", or "refused-by-design" where the implementation declares it won't build it
     config: dict[str, int]
     seed: int
-    dtype: str
+    dtype: str  # the case's precision (float32, bfloat16, float16): the axis ids and expectations name
+    autocast: bool | None  # PEFT's autocast_adapter_dtype, where the case has that axis
+    computed_in: str  # the precision the check's models ran in (float64 where the table says so)
+    device: str  # cpu, or cuda (GPU name)
     versions: dict[str, str]
     features: list[str]  # features the probes found in the installed libraries (conformance.features)
     repro: str

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance import execution, expectations, features, implementations, outcomes, report, results
+from conformance import device, execution, expectations, features, implementations, outcomes, report, results
 from conformance.engine import Selection, applicable_checks, expect, plan, vocabulary
 from conformance.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, ConformanceError
 from conformance.results import Record
@@ -48,6 +48,9 @@ def selection_record(selection: Selection) -> dict[str, Any]:
         "checks": list(selection.checks),
         "profile": selection.profile,
         "seed": selection.seed,
+        "dtypes": selection.precisions,
+        "autocast": selection.autocast,
+        "device": selection.device,
     }
 
 
@@ -71,6 +74,9 @@ def resumed_selection(folder: Path) -> Selection:
         recorded["checks"],
         recorded["profile"],
         recorded["seed"],
+        recorded.get("dtypes", []),
+        recorded.get("device", "cpu"),
+        recorded.get("autocast", "on"),
     )
 
 
@@ -121,6 +127,10 @@ def run(selection: Selection, options: Options) -> int:
         "sources": sources(),
         "features": features.found(),
         "not_planned": implementations.not_planned(selection.implementations),
+        "dtypes": selection.precisions,
+        "device": device.describe(selection.device),
+        "device_unavailable": device.unavailable(selection.device),
+        "numerics": device.numerics(),
         "cases": len(planned),
         "jobs": options.jobs,
         "case_timeout": options.case_timeout,

@@ -12,7 +12,7 @@ import pprint
 from dataclasses import dataclass
 from typing import Any
 
-from conformance import effective, oracles, pipeline
+from conformance import contract, effective, oracles, pipeline
 from conformance import recipes as recipe_book
 from conformance.cases import Case
 from conformance.contract import WORKFLOWS
@@ -43,6 +43,16 @@ def _flag_words(flags: TieFlags) -> list[tuple[str, bool]]:
     return [("top-level", flags.top)] + ([] if flags.text is None else [("text_config", flags.text)])
 
 
+def _rule(tolerances: Any, check: Any, dtype: Any) -> tuple[float | None, float, str] | None:
+    """(factor, minimum, floor) of a numeric check at the case's precision, as the script applies it."""
+    rule = tolerances.rule(check.name)
+    if rule is None:
+        return None
+    computed_in = tolerances.computed_in(check, dtype)
+    floor = "probe" if check.floor == contract.PROBE_NOISE else "logits"
+    return (rule.factor, rule.minimum[computed_in], floor)
+
+
 def script(case: Case) -> str:
     """The standalone script of `case` (its workflow must be declared `standalone` in the contract)."""
     if not WORKFLOWS[case.workflow].standalone:
@@ -56,7 +66,7 @@ def script(case: Case) -> str:
         raise ConformanceError(f"{case.case_id}: {reason}")
     recipe = recipe_book.load().get(case.recipe)
     tolerances = oracles.tolerances()
-    dtype = tolerances.dtype(case.family, case.workflow)
+    dtype = tolerances.run_dtype(case.precision, case.family, case.workflow)
     checks = [check.name for check in applicable_checks(case)]
     spec = family.config_spec(case.config, TieFlags(_Code("tied_top"), _Code("tied_text")))  # type: ignore[arg-type]
     context = check_context(case)
@@ -69,7 +79,13 @@ def script(case: Case) -> str:
             f"{family.name} ({family.model_class}), tie flags {case.flags.id}: "
             + ", ".join(f"{where} tie_word_embeddings={flag}" for where, flag in _flag_words(case.flags)),
             f"recipe {recipe.name}: {recipe.about or recipe.adapter}",
-            f"workflow {case.workflow}, {str(dtype).removeprefix('torch.')}, seed {case.seed}",
+            f"workflow {case.workflow}, {str(dtype).removeprefix('torch.')}"
+            + (
+                ""
+                if case.precision.autocast is None
+                else f", autocast_adapter_dtype={case.precision.autocast}"
+            )
+            + f", seed {case.seed}",
         ],
         "versions": ", ".join(f"{k} {v}" for k, v in shown.items()),
         "transformers": versions.get("transformers", "?"),
@@ -83,10 +99,7 @@ def script(case: Case) -> str:
         "flags": case.flags,
         "config_source": spec.source(indent=4),
         "tolerances": pprint.pformat(
-            {
-                name: tolerances.for_check(oracles.CHECKS[name], case.family, case.workflow)[1]
-                for name in checks
-            },
+            {name: rule for name in checks if (rule := _rule(tolerances, oracles.CHECKS[name], dtype))},
             sort_dicts=False,
         ),
         "checks": checks,
@@ -105,6 +118,7 @@ def script(case: Case) -> str:
             rows=recipe.token_indices(),
             scaling=recipe.scaling,
             noise=effective.ADAPTER_SCALE,
+            autocast=case.precision.autocast is not False,
         )
         template = "repro_peft.py.j2"
     else:

@@ -20,6 +20,7 @@ from conformance.flags import TieFlags
 from conformance.results import Record
 
 FAMILIES_VAR = "CONFORMANCE_FAMILIES"
+DTYPE_VAR = "CONFORMANCE_DTYPE"
 
 
 @functools.cache
@@ -58,16 +59,25 @@ def selected_families() -> list[str]:
     return [families.get(n, FAMILIES_VAR).name for n in names] or [f.name for f in families.all_families()]
 
 
+def selected_dtypes() -> list[str]:
+    """CONFORMANCE_DTYPE (comma-separated) or float32: the precisions the pytest gate runs."""
+    return [n.strip() for n in os.environ.get(DTYPE_VAR, "").split(",") if n.strip()]
+
+
 @functools.cache
 def _canonical_cases() -> tuple[Case, ...]:
     selection = Selection(
-        implementations=[i.name for i in implementations.selected(None)], families=selected_families()
+        implementations=[i.name for i in implementations.selected(None)],
+        families=selected_families(),
+        dtypes=selected_dtypes(),
     )
     # Canonical configs only: the parametrized tests are the fixed gate; hypothesis tests explore.
     return tuple(
         case
         for case in plan(selection)
-        if case.config == families.get(case.family).canonical and case.seed == 0
+        if case.config
+        == families.get(case.family).knobs_for(families.get(case.family).canonical, case.precision.half)
+        and case.seed == 0
     )
 
 

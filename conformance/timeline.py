@@ -17,16 +17,16 @@ from typing import Any
 
 from conformance import matrix
 from conformance.expectations import EXPECTED, UNEXPECTED, UNEXPECTED_PASS
-from conformance.flags import TieFlags
 from conformance.outcomes import PASS, SKIPPED
-from conformance.report import STYLE, Run, banner, expectation_links, page_script, worst
+from conformance.report import STYLE, Run, banner, expectation_links, page_script, row_label, worst
 
-CellKey = tuple[str, str, str, str, str, str]  # implementation, family, flags, recipe, workflow, check
+# implementation, family, flags (and precision: `tT · bf16`), recipe, workflow, check
+CellKey = tuple[str, str, str, str, str, str]
 FIXED, BROKE, CHANGED = "fixed", "broke", "changed"
 
 
 def cell_key(record: dict[str, Any]) -> CellKey:
-    flags = TieFlags.from_record(record["flags"]).id
+    flags = row_label(record)
     return (
         record["implementation"],
         record["family"],

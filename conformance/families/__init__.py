@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from conformance import versions
+from conformance import device, versions
 from conformance.errors import UnknownName
 from conformance.flags import TieFlags, combinations
 
@@ -93,6 +93,9 @@ class Family:
     tie_flag_by_version: tuple[tuple[str, str], ...] = ((">=0", "top"),)
     # Extra from_pretrained kwargs every load of this family needs (runtime choices config.json omits).
     load_kwargs: dict[str, str] = field(default_factory=dict)
+    # Half-precision cases' knobs, where the family's own would make logits discontinuous in the weights
+    # (top-k routing: rounding noise flips experts, and no tolerance then tells a defect from noise).
+    half_precision: Callable[[Knobs], Knobs] | None = field(default=None, repr=False)
 
     @property
     def knob_codes(self) -> dict[str, str]:
@@ -110,6 +113,10 @@ class Family:
             return f"transformers {have_version()} has no {self.model_class}"
         return None
 
+    def knobs_for(self, knobs: Knobs, half: bool) -> Knobs:
+        """The knobs a case of this precision builds with (see `half_precision`)."""
+        return self.half_precision(dict(knobs)) if half and self.half_precision else dict(knobs)
+
     def flag_combinations(self) -> list[TieFlags]:
         return combinations(self.nested)
 
@@ -122,10 +129,11 @@ class Family:
         return self.config_spec(knobs, flags).build()
 
     def build(self, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype) -> torch.nn.Module:
-        """A freshly initialised model; the seed fixes every base weight.
+        """A freshly initialised model on the run's device; the seed fixes every base weight.
 
         Built under `dtype` as the default, as from_pretrained(dtype=...) does, so buffers computed at
-        init (rotary frequencies, embedding scales) match those of a reloaded model bit for bit.
+        init (rotary frequencies, embedding scales) match those of a reloaded model bit for bit. Drawn on
+        the CPU and then moved, so every device tests the same weights.
         """
         torch.manual_seed(seed)
         config = self.config(knobs, flags)
@@ -135,7 +143,7 @@ class Family:
             model = self.model_cls()(config)
         finally:
             torch.set_default_dtype(previous)
-        return model.to(dtype).eval()
+        return device.place(model.to(dtype).eval())
 
     def ruling_flag(self, installed: dict[str, str] | None = None) -> str:
         for spec, source in self.tie_flag_by_version:

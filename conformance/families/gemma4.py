@@ -54,6 +54,12 @@ def _config(knobs: Knobs, flags: TieFlags, **runtime: str) -> ConfigSpec:
     )
 
 
+def _every_expert(knobs: Knobs) -> Knobs:
+    # Every token to every expert: router, experts and their weighting still run, and the output is
+    # continuous in the weights, so half-precision rounding cannot flip an expert.
+    return {**knobs, "top_k_experts": knobs["num_experts"]}
+
+
 _DENSE = {**TINY_ATTENTION, "head_dim": 16, "global_head_dim": 16, "sliding_window": 8, "full_every": 2}
 # transformers 5.x ties Gemma4ForConditionalGeneration on the top-level flag only (the text flag is
 # ignored); the family does not exist before 5.5, so no older rule applies.
@@ -81,5 +87,6 @@ FAMILIES = [
         config_spec=functools.partial(_config, **_EAGER_EXPERTS),
         load_kwargs=_EAGER_EXPERTS,
         tie_flag_by_version=_RULE,
+        half_precision=_every_expert,
     ),
 ]

@@ -44,6 +44,11 @@ class Implementation:
     elsewhere: str = ""  # where its results are made when it is not installed in a run's environment
     # The pytest marker of its own tests (run in its environment), registered by tests/conftest.py.
     test_marker: str = ""
+    # It wraps models with PEFT: its half-precision cases run with PEFT's autocast_adapter_dtype on (the
+    # default: adapter tensors upcast to float32) and off (conformance.precision).
+    autocast_axis: bool = False
+    # Where it can run: a device missing here skips its cases with the reason (conformance.device).
+    devices: tuple[str, ...] = ("cpu", "cuda")
 
     def __post_init__(self) -> None:
         unknown = [w for w in self.runners if w not in contract.WORKFLOWS]
@@ -64,6 +69,11 @@ class Implementation:
     def unavailable(self) -> str | None:
         if self.package not in versions.installed():
             return f"{self.name}: package {self.package} is not installed"
+        return None
+
+    def device_unavailable(self, name: str) -> str | None:
+        if name not in self.devices:
+            return f"{self.name} runs on {', '.join(self.devices)} only ({self.elsewhere or 'not here'})"
         return None
 
     def covers(self, family: Family) -> bool:

@@ -1,8 +1,9 @@
 """The `native` workflow: an implementation's own model classes against the HF reference, no adapter.
 
-Construction and tie status, logits parity with identical weights (float32 and float64), checkpoint
-save → HF load and own load, an HF checkpoint loaded by the implementation, and re-tying after the tie
-was broken by hand. Generic over a Provider, so HF itself runs it too (as the reference's self-check).
+Construction and tie status, logits parity with identical weights (in the case's precision and in
+float64), checkpoint save → HF load and own load, an HF checkpoint loaded by the implementation, and
+re-tying after the tie was broken by hand. Generic over a Provider, so HF itself runs it too (as the
+reference's self-check).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from conformance.pipeline import CaseRun, Workspace, is_tied, logits
 
 def runner(provider: Provider) -> Callable[..., CaseRun]:
     """The native workflow as an implementation's runner: (case, recipe, dtype, workspace) -> CaseRun."""
-    return lambda case, recipe, dtype, workspace: run(case, provider, workspace)
+    return lambda case, recipe, dtype, workspace: run(case, provider, dtype, workspace)
 
 
 class Provider(Protocol):
@@ -46,25 +47,29 @@ class Provider(Protocol):
         """The implementation's public re-tie hook."""
 
 
-def run(case: Case, provider: Provider, workspace: Workspace) -> CaseRun:
-    return pipeline.execute(case, lambda run, folder: _steps(run, provider, workspace, folder), workspace)
+def run(case: Case, provider: Provider, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
+    return pipeline.execute(
+        case, lambda run, folder: _steps(run, provider, dtype, workspace, folder), workspace
+    )
 
 
-def _steps(run: CaseRun, provider: Provider, workspace: Workspace, folder: Path) -> None:
+def _steps(run: CaseRun, provider: Provider, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
     case, family = run.case, run.case.family_def()
-    fp32, fp64 = torch.float32, torch.float64
+    fp64 = torch.float64
 
     with run.step("reference"):
-        key = (case.family, case.knobs, case.flags, case.seed, str(fp32))
-        hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, fp32))
+        key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
+        hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, dtype))
         vocab = hf.config.get_text_config().vocab_size
         ids = pipeline.inputs(vocab, case.seed)
         run.put(contract.HF_TIED, is_tied(hf))
-        run.put(contract.HF_LOGITS, workspace.logits(key, hf, ids))
+        hf_logits = workspace.logits(key, hf, ids)
+        run.put(contract.HF_LOGITS, hf_logits)
+        pipeline.measure_noise(run, hf, ids, hf_logits)
         hf_dir = workspace.checkpoint(key, hf)
 
     with run.step("build"):
-        model = provider.build(family, case.config, case.flags, case.seed, fp32)
+        model = provider.build(family, case.config, case.flags, case.seed, dtype)
         run.put(contract.IMPL_TIED, is_tied(model))
 
     with run.step("load-weights"):
@@ -84,12 +89,12 @@ def _steps(run: CaseRun, provider: Provider, workspace: Workspace, folder: Path)
         run.put(contract.SAVED_FLAGS, pipeline.saved_flags(saved, family))
 
     with run.step("reload-hf"):
-        by_hf = pipeline.load_hf(saved, family, fp32).eval()
+        by_hf = pipeline.load_hf(saved, family, dtype).eval()
         run.put(contract.HF_RELOAD_TIED, is_tied(by_hf))
         run.put(contract.HF_RELOAD_LOGITS, logits(by_hf, ids))
 
     with run.step("reload"):
-        again = provider.load(family, saved, fp32).eval()
+        again = provider.load(family, saved, dtype).eval()
         run.put(contract.RELOAD_TIED, is_tied(again))
         run.put(contract.RELOAD_LOGITS, logits(again, ids))
 
@@ -105,7 +110,7 @@ def _steps(run: CaseRun, provider: Provider, workspace: Workspace, folder: Path)
             run.put(contract.RETIE, (retied, follows))
 
     with run.step("load-hf-checkpoint"):
-        from_hf = provider.load(family, hf_dir, fp32).eval()
+        from_hf = provider.load(family, hf_dir, dtype).eval()
         run.put(contract.HF_CHECKPOINT_TIED, is_tied(from_hf))
         run.put(contract.HF_CHECKPOINT_LOGITS, logits(from_hf, ids))
 

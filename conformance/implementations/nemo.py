@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from conformance import contract, effective, features, pipeline
+from conformance import contract, device, effective, features, pipeline
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
 from conformance.implementations import native_workflow as native
@@ -69,7 +69,12 @@ def unavailable(family: Family) -> str | None:
 
 def support(family: Family, flags: TieFlags) -> str:
     """The class's declared TieSupport (from 0.6): TIED_ONLY refuses untied configs, UNTIED_ONLY tied ones."""
-    declared = getattr(getattr(model_class(family.name), "tie_word_embeddings_support", None), "name", "BOTH")
+    return declared_support(model_class(family.name), family, flags)
+
+
+def declared_support(cls: type, family: Family, flags: TieFlags) -> str:
+    """What a NeMo class declares (`tie_word_embeddings_support`) for a family's flags."""
+    declared = getattr(getattr(cls, "tie_word_embeddings_support", None), "name", "BOTH")
     tied = family.expected_tied(flags)
     if (declared == "TIED_ONLY" and not tied) or (declared == "UNTIED_ONLY" and tied):
         return REFUSED_BY_DESIGN
@@ -124,7 +129,7 @@ class NeMoProvider:
             model = model_class(family.name)(config, backend=_backend())
         finally:
             torch.set_default_dtype(previous)
-        return model.to(dtype).eval()
+        return device.place(model.to(dtype).eval())
 
     def load_hf_weights(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         adapter = getattr(model, "state_dict_adapter", None)
@@ -140,7 +145,7 @@ class NeMoProvider:
         model = self._from_config(family, AutoConfig.from_pretrained(folder), dtype)
         _checkpointer(folder.parent, save_consolidated=False).load_base_model(
             model,
-            device=torch.device("cpu"),
+            device=torch.device(device.current()),
             root_dir=str(folder),
             model_name=str(folder),
             load_base_model=True,
@@ -190,7 +195,10 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
     with run.step("load-adapter"):
         fresh = pipeline.load_hf(hf_dir, family, dtype)
         loaded = PeftModel.from_pretrained(fresh, folder / "lora" / "model").eval()
-        run.put(contract.ADAPTER_LOGITS, logits(loaded, ids))
+        loaded_logits = logits(loaded, ids)
+        run.put(contract.ADAPTER_LOGITS, loaded_logits)
+        # HF's model of the adapter: the weights every later check compares in the case's precision.
+        pipeline.measure_noise(run, loaded, ids, loaded_logits)
 
     pipeline.merge_save_reload(run, loaded, family, folder, ids, dtype)
 

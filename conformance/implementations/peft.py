@@ -23,6 +23,7 @@ class Adapted:
     ids: torch.Tensor
     base_dir: Path | None  # the base as saved by HF, where the workflow produces base_checkpoint
     effective: dict[str, torch.Tensor]  # every weight of an untied model equivalent to `model`
+    autocast: dict[str, bool]  # PEFT's autocast_adapter_dtype as the case sets it, for every PEFT load
 
 
 def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> Adapted:
@@ -32,6 +33,8 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
 
     case, family = run.case, run.case.family_def()
     base_key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
+    # PEFT's autocast_adapter_dtype, where the case has that axis (half precision); else PEFT's default.
+    autocast = {} if case.precision.autocast is None else {"autocast_adapter_dtype": case.precision.autocast}
     base_dir = None
 
     with run.step("build"):
@@ -61,7 +64,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         # Adapter initialisation draws from the global RNG: seed it per case, so a case gives the same
         # result whatever ran before it in this process.
         torch.manual_seed(case.seed)
-        model = get_peft_model(base, recipe.peft_config())
+        model = get_peft_model(base, recipe.peft_config(), **autocast)
         model.eval()
 
     with run.step("train"):
@@ -80,8 +83,10 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         )
         state = {**base_weights, **{k: v.to(dtype) for k, v in weights.items()}}
         reference.load_state_dict(state, strict=True)
-        run.put(contract.REFERENCE_LOGITS, logits(reference, ids))
-    return Adapted(model, ids, base_dir, state)
+        reference_logits = logits(reference, ids)
+        run.put(contract.REFERENCE_LOGITS, reference_logits)
+        pipeline.measure_noise(run, reference, ids, reference_logits)
+    return Adapted(model, ids, base_dir, state, autocast)
 
 
 def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
@@ -97,7 +102,7 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
             model.save_pretrained(folder / "adapter")
         with run.step("load-adapter"):
             fresh = pipeline.load_hf(base_dir, family, dtype)
-            loaded = PeftModel.from_pretrained(fresh, folder / "adapter").eval()
+            loaded = PeftModel.from_pretrained(fresh, folder / "adapter", **adapted.autocast).eval()
             run.put(contract.ADAPTER_LOGITS, logits(loaded, ids))
             run.put(contract.GAP_FINAL, effective.tie_gap(loaded, vocab))
         return
@@ -111,4 +116,5 @@ IMPLEMENTATION = Implementation(
     about="PEFT adapters on HF models: merge_and_unload, save_pretrained, from_pretrained",
     runners=dict.fromkeys(WORKFLOWS, pipeline.runner(_steps)),
     order=1,
+    autocast_axis=True,
 )

@@ -12,10 +12,21 @@ from conformance import casefiles
 from conformance.errors import CaseFileError, UnknownName
 from conformance.oracles import adapter, native
 from conformance.oracles.base import Check, CheckContext, Measurement
+from conformance.precision import DTYPES, Precision
 
 CHECKS: dict[str, Check] = {check.name: check for check in (*adapter.CHECKS, *native.CHECKS)}
 
-__all__ = ["CHECKS", "Check", "CheckContext", "Measurement", "Tolerances", "get", "register", "tolerances"]
+__all__ = [
+    "CHECKS",
+    "Check",
+    "CheckContext",
+    "Measurement",
+    "Tolerance",
+    "Tolerances",
+    "get",
+    "register",
+    "tolerances",
+]
 
 
 def register(*checks: Check) -> None:
@@ -35,24 +46,57 @@ def get(name: str, where: str = "") -> Check:
         raise UnknownName("check", name, list(CHECKS), where) from None
 
 
+# The precisions a check may run in: a case's own (conformance.precision), or float64 where the tolerance
+# table runs a family in float64 (its float32 runs) or the check fixes it.
+_COMPUTED_IN = (*DTYPES, "float64")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """One check's tolerance: `factor` × the case's noise floor, never below the minimum for the precision
+    the check runs in. The floor grows with the precision's rounding, so half-precision cases get a
+    tolerance their own noise sets; in float32 and float64 the minimum (a fixed number) decides."""
+
+    factor: float | None  # None: the check does not scale (it runs in a fixed precision)
+    minimum: dict[str, float]
+
+    def at(self, dtype: str, floor: float | None) -> float:
+        least = self.minimum[dtype]
+        if self.factor is None or floor is None:
+            return least
+        return max(least, self.factor * floor)
+
+
 @dataclass(frozen=True)
 class Tolerances:
-    dtypes: dict[str, str]
-    checks: dict[str, dict[str, float]]
+    dtypes: dict[str, str]  # the precision of a float32 case, per family or workflow
+    checks: dict[str, Tolerance]
 
-    def dtype(self, family: str, workflow: str = "") -> torch.dtype:
+    def reference_dtype(self, family: str, workflow: str = "") -> str:
         """The workflow's precision if the table names it, else the family's, else the default."""
-        name = self.dtypes.get(workflow) or self.dtypes.get(family) or self.dtypes["default"]
+        return self.dtypes.get(workflow) or self.dtypes.get(family) or self.dtypes["default"]
+
+    def run_dtype(self, precision: Precision, family: str, workflow: str) -> torch.dtype:
+        """What a case builds, merges, saves and reloads in: its own half precision, or for a float32
+        case the table's precision for its family and workflow (float64 where float32 noise would decide)."""
+        name = precision.dtype if precision.half else self.reference_dtype(family, workflow)
         return getattr(torch, name)
 
-    def of(self, check: str, dtype: torch.dtype) -> float | None:
-        table = self.checks.get(check) or CHECKS[check].tolerance
-        return None if table is None else table[str(dtype).removeprefix("torch.")]
+    def rule(self, check: str) -> Tolerance | None:
+        return self.checks.get(check) or _declared(CHECKS[check])
 
-    def for_check(self, check: Check, family: str, workflow: str) -> tuple[torch.dtype, float | None]:
-        """The precision a check runs in (its own, else the case's) and its tolerance there."""
-        dtype = getattr(torch, check.dtype) if check.dtype else self.dtype(family, workflow)
-        return dtype, self.of(check.name, dtype)
+    def computed_in(self, check: Check, run_dtype: torch.dtype) -> str:
+        """The precision a check runs in: its own, else the case's."""
+        return check.dtype or str(run_dtype).removeprefix("torch.")
+
+
+def _declared(check: Check) -> Tolerance | None:
+    """The tolerance an implementation declared beside its check (cases/tolerances.yaml wins)."""
+    if check.tolerance is None:
+        return None
+    table = dict(check.tolerance)
+    factor = table.pop("factor", None)
+    return Tolerance(None if check.dtype else factor, table)
 
 
 def tolerances() -> Tolerances:
@@ -69,13 +113,17 @@ def _tolerances(path: Path) -> Tolerances:
     for key, name in dtypes.items():
         if name not in ("float32", "float64"):
             raise CaseFileError(f"{top.at('dtype')}.{key}", f"{name!r}: use float32 or float64")
-    checks: dict[str, dict[str, float]] = {}
+    checks: dict[str, Tolerance] = {}
     for name, table in top.get("checks", dict).items():
         check = get(name, top.at("checks"))
-        row = casefiles.Fields(table, f"{top.at('checks')}.{name}", {"float32", "float64"})
-        # A check with its own precision needs that one; any other check runs in either.
-        wanted = (check.dtype,) if check.dtype else ("float32", "float64")
-        checks[name] = {dt: float(row.get(dt, (int, float))) for dt in wanted}
+        where = f"{top.at('checks')}.{name}"
+        row = casefiles.Fields(table, where, {"factor", *_COMPUTED_IN})
+        # A check with its own precision needs that one and does not scale; any other runs in any.
+        wanted = (check.dtype,) if check.dtype else _COMPUTED_IN
+        factor = None if check.dtype else float(row.get("factor", (int, float)))
+        if factor is not None and factor <= 0:
+            raise CaseFileError(f"{where}.factor", f"{factor:g}: must be positive")
+        checks[name] = Tolerance(factor, {dt: float(row.get(dt, (int, float))) for dt in wanted})
     for name, check in CHECKS.items():
         if check.numeric and name not in checks and check.tolerance is None:
             raise CaseFileError(top.at(f"checks.{name}"), "every numeric check needs a tolerance")

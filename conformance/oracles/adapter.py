@@ -106,5 +106,8 @@ CHECKS: tuple[Check, ...] = (
         "with ensure_weight_tying on a tied model, input and output matrices stay identical",
         _tie_preserved,
         not_applicable=_only_ewt_on_tied,
+        # Gaps are matrix entries: in half precision a correct tie shows the rounding of the embedding
+        # scale (Gemma), which the probed matrices' own noise measures.
+        floor=contract.PROBE_NOISE,
     ),
 )

@@ -39,9 +39,12 @@ class Check:
     not_applicable: Callable[[CheckContext], str | None] = lambda ctx: None
     lower_bound: bool = False  # tolerance is a minimum (adapter-effect)
     numeric: bool = True  # False: compares facts (tie status, keys), no tolerance
-    dtype: str | None = None  # a fixed precision the check runs in; None: the family's
-    # Per dtype, for a check an implementation declares in its own module; cases/tolerances.yaml wins.
+    dtype: str | None = None  # a fixed precision the check runs in (it does not scale); None: the case's
+    # For a check an implementation declares in its own module: `factor` and a minimum per precision, as
+    # in cases/tolerances.yaml (which wins).
     tolerance: dict[str, float] | None = None
+    # The noise floor (an artifact of the case) its tolerance scales with: logits, or probed matrices.
+    floor: str = contract.LOGITS_NOISE
 
     @property
     def needs(self) -> frozenset[str]:

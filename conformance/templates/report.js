@@ -57,13 +57,24 @@
     return cell;
   }
 
+  // Why the tolerance is what it is: factor × the case's noise floor, or the precision's minimum.
+  function tolerance(r) {
+    if (r.max_abs_diff === null || r.tolerance === null || r.tolerance === undefined) return null;
+    const scaled = r.tolerance_factor && r.noise_floor ? r.tolerance_factor * r.noise_floor : null;
+    const why = scaled !== null && scaled >= r.tolerance * 0.999
+      ? show(r.tolerance_factor) + " × noise floor " + show(r.noise_floor)
+      : "the " + show(r.computed_in) + " minimum" + (r.noise_floor !== null && r.noise_floor !== undefined
+        ? " (noise floor " + show(r.noise_floor) + ")" : "");
+    return el("small", el("br"), "= " + why + (r.computed_in ? ", in " + show(r.computed_in) : ""));
+  }
+
   function checkRow(run, r) {
     const detail = el("td", r.detail);
     (r.warnings || []).forEach((w) => detail.append(el("br"), el("em", "warning: "), run.warnings[w]));
     return el("tr",
       el("td", r.check),
       el("td", r.outcome, el("br"), r.verdict),
-      el("td", r.max_abs_diff === null ? "" : show(r.max_abs_diff) + " vs " + show(r.tolerance)),
+      el("td", r.max_abs_diff === null ? "" : show(r.max_abs_diff) + " vs " + show(r.tolerance), tolerance(r)),
       detail,
       el("td", expectation(r)));
   }
@@ -80,7 +91,9 @@
     for (const caseId of new Set(found.map((r) => r.case_id))) {
       const about = run.cases[caseId] || {};
       panel.append(el("p", el("code", caseId), el("br"), "config ", el("code", JSON.stringify(about.config)),
-        ", seed " + show(about.seed) + ", " + show(about.dtype), el("br"), "repro: ", el("code", about.repro)));
+        ", seed " + show(about.seed) + ", " + show(about.dtype || "float32")
+        + (about.autocast === null || about.autocast === undefined ? "" : ", autocast_adapter_dtype=" + show(about.autocast))
+        + (about.device ? ", on " + show(about.device) : ""), el("br"), "repro: ", el("code", about.repro)));
       const table = el("table", el("tr", el("th", "check"), el("th", "outcome"), el("th", "max |Δ| vs tolerance"),
         el("th", "detail"), el("th", "expectation")));
       found.filter((r) => r.case_id === caseId).forEach((r) => table.append(checkRow(run, r)));

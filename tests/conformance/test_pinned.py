@@ -5,7 +5,7 @@ from pathlib import Path
 import parametrize_from_file as pff
 import pytest
 
-from conformance import cases, implementations, recipes
+from conformance.engine import parse_case
 from conformance.oracles import CHECKS
 from conformance.testing import applies, assert_check
 
@@ -16,7 +16,7 @@ PINNED = Path(__file__).resolve().parents[2] / "cases" / "pinned.yaml"
 def _as_case(params: dict) -> dict:
     # A typo in the file fails collection with the entry's id and the problem, not a traceback wall.
     try:
-        case = cases.parse(params["case"], list(implementations.REGISTRY), list(recipes.load().recipes))
+        case = parse_case(params["case"])
     except Exception as exc:
         raise ValueError(f"{PINNED.name}: {exc}") from None
     return {"case": case, "why": params["why"]}

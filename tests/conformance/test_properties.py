@@ -1,4 +1,5 @@
-"""Hypothesis property tests: every check holds (or fails only as expected) on generated tiny configs.
+"""Hypothesis property tests: every check holds (or fails only as expected) on generated tiny configs,
+in every precision (float32, and bfloat16/float16 with PEFT's autocast on and off where it applies).
 
 The `ci` profile is derandomized (the same examples everywhere); `nightly` explores with a database.
 A failure prints the case id; `python -m conformance repro CASE_ID` reruns it alone.
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from conformance import cases, generators, oracles
+from conformance import cases, generators, implementations, oracles, precision
 from conformance.testing import runnable, verdict_problem
 
 pytestmark = pytest.mark.conformance
@@ -25,9 +26,14 @@ def _cells(check: str) -> list[tuple]:
 @st.composite
 def case_for(draw: st.DrawFn, cells: list[tuple]) -> cases.Case:
     impl, family, flags, recipe, workflow = draw(st.sampled_from(cells), label="cell")
-    knobs = draw(generators.knobs_for(family), label="config")
+    axis = implementations.get(impl).autocast_axis
+    chosen = draw(
+        st.sampled_from([p for dtype in precision.DTYPES for p in precision.variants(dtype, axis)]),
+        label="precision",
+    )
+    knobs = family.knobs_for(draw(generators.knobs_for(family), label="config"), chosen.half)
     seed = draw(generators.seeds(), label="seed")
-    case = cases.make(impl, family, flags, recipe, workflow, knobs, seed)
+    case = cases.make(impl, family, flags, recipe, workflow, knobs, seed, chosen)
     note(f"case: {case.case_id}")
     return case
 

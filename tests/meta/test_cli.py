@@ -97,7 +97,7 @@ def test_bad_arguments_get_one_line_and_exit_2(capsys, argv, words):
         ("recipes.yaml", ("\nrecipes:\n", "\nrecipes: [\n"), "line"),
         (
             "tolerances.yaml",
-            ("reference: {float32: 1.0e-4", "reference: {float32: tiny"),
+            ("reference: {factor: 6, float32: 1.0e-4", "reference: {factor: 6, float32: tiny"),
             "checks.reference.float32",
         ),
         ("expectations/peft.yaml", ("workflow: merge", "workflow: mrege"), "unknown workflow 'mrege'"),

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import cases, families, generators
+from conformance import cases, families, generators, precision
 from conformance.flags import TieFlags, combinations
 
 RUNNABLE = [f for f in families.all_families() if f.unavailable() is None]
@@ -63,12 +63,13 @@ def test_config_token_round_trips(family, data):
     recipe=st.sampled_from(["lora_attn", "tokens_embed_head_diff_ewt", "mts_embed_head"]),
     workflow=st.sampled_from(tuple(cases.WORKFLOWS)),
     seed=generators.seeds(),
+    chosen=st.sampled_from([p for d in precision.DTYPES for p in precision.variants(d, autocast_axis=True)]),
     data=st.data(),
 )
-def test_case_id_round_trips(family, recipe, workflow, seed, data):
+def test_case_id_round_trips(family, recipe, workflow, seed, chosen, data):
     flags = data.draw(st.sampled_from(family.flag_combinations()))
     knobs = data.draw(generators.knobs_for(family))
-    case = cases.make("peft", family, flags, recipe, workflow, knobs, seed)
+    case = cases.make("peft", family, flags, recipe, workflow, knobs, seed, chosen)
     parsed = cases.parse(
         case.case_id, ["peft"], ["lora_attn", "tokens_embed_head_diff_ewt", "mts_embed_head"]
     )

@@ -12,7 +12,20 @@ from conformance import contract
 ROOT = Path(contract.__file__).parent
 # Lowest first. Readers of results sit below the model layer: they must work without torch.
 LAYERS = (
-    ("base", ("errors", "contract", "versions", "flags", "casefiles", "outcomes", "checkpoints")),
+    (
+        "base",
+        (
+            "errors",
+            "contract",
+            "versions",
+            "flags",
+            "precision",
+            "device",
+            "casefiles",
+            "outcomes",
+            "checkpoints",
+        ),
+    ),
     ("reading", ("expectations", "results", "report", "gate", "timeline", "matrix")),
     ("model", ("families", "features", "recipes", "cases", "effective", "generators", "oracles", "pipeline")),
     ("implementations", ("implementations",)),

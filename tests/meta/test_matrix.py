@@ -28,6 +28,9 @@ def test_the_shipped_matrix_has_the_rows_measured_by_hand():
     assert found.rows["main"].needs == "github.com" and "git+" in found.rows["main"].peft
     assert found.rows["newest-mergekit"].implementations == ["mergekit"]
     assert found.rows["newest"].implementations == ["hf", "peft"]
+    assert found.rows["newest-half"].run_options() == " --dtype bfloat16 --dtype float16"
+    cuda = found.rows["newest-cuda"]
+    assert cuda.device == "cuda" and cuda.runner and "--device cuda" in cuda.run_options()
     pairs = {(p.save, p.load) for p in found.pairs.values()}
     assert {
         ("tf4.55-peft0.17", "newest"),
@@ -48,6 +51,9 @@ def test_the_shipped_matrix_has_the_rows_measured_by_hand():
             "xver[0].load: no row",
         ),
         ("[[row]\n", "matrix.toml"),
+        ('[[row]]\nname = "a"\nwhy = "w"\ndtype = "float8"\n', "row[0].dtype: unknown dtype 'float8'"),
+        ('[[row]]\nname = "a"\nwhy = "w"\ndevice = "tpu"\n', "row[0].device: unknown device 'tpu'"),
+        ('[[row]]\nname = "a"\nwhy = "w"\ndevice = "cuda"\n', "row[0].runner: a cuda row needs"),
     ],
 )
 def test_a_malformed_matrix_is_one_line(tmp_path, text, words):
@@ -71,10 +77,18 @@ def test_the_nightly_workflow_takes_its_job_matrices_from_the_data_file():
     assert "schedule" in triggers and "workflow_dispatch" in triggers
     plan = "\n".join(step.get("run", "") for step in workflow["jobs"]["plan"]["steps"])
     assert "python -m conformance.matrix rows" in plan and "python -m conformance.matrix pairs" in plan
-    assert "needs.plan.outputs.rows" in workflow["jobs"]["row"]["strategy"]["matrix"]["row"]
+    row_job = workflow["jobs"]["row"]
+    assert "needs.plan.outputs.rows" in row_job["strategy"]["matrix"]["include"]
+    assert row_job["runs-on"] == "${{ matrix.runner }}"
     done = subprocess.run(
         [sys.executable, "-m", "conformance.matrix", "rows"], capture_output=True, text=True
     )
-    assert json.loads(done.stdout) == list(matrix.load().rows)
+    jobs = json.loads(done.stdout)
+    assert [job["row"] for job in jobs] == list(matrix.load().rows)
+    by_row = {job["row"]: job for job in jobs}
+    # A GPU row runs on its GPU runner with the CUDA build of torch; the others on CPU torch.
+    assert by_row["newest-cuda"]["runner"] == matrix.load().rows["newest-cuda"].runner
+    assert by_row["newest-cuda"]["torch-backend"] == "auto"
+    assert by_row["newest"] == {"row": "newest", "runner": "ubuntu-latest", "torch-backend": "cpu"}
     caches = [s for s in workflow["jobs"]["properties"]["steps"] if "actions/cache" in s.get("uses", "")]
     assert caches and caches[0]["with"]["path"] == ".hypothesis"

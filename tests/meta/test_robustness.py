@@ -163,3 +163,42 @@ def test_resume_of_a_complete_run_is_one_line(tmp_path, capsys):
     assert main(["run", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nothing to resume" in err
+
+
+# Spawned workers (the CUDA leg's) import everything afresh: a fault reaches them through sitecustomize,
+# which every new interpreter on PYTHONPATH runs at start.
+_SPAWNED_FAULT = """
+import os, signal
+from peft.tuners.lora import LoraModel
+_original = LoraModel.merge_and_unload
+def merge(self, *args, **kwargs):
+    if self.peft_config["default"].modules_to_save:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _original(self, *args, **kwargs)
+LoraModel.merge_and_unload = merge
+"""
+
+
+def test_spawned_workers_judge_as_forked_ones_and_a_crash_costs_one_case(tmp_path, monkeypatch):
+    from conformance.engine import Selection, plan
+    from conformance.execution import judge_all, start_method
+
+    selection = Selection(["peft"], ["llama"], ["lora_attn", "mts_embed"], ["merge"], dtypes=["bfloat16"])
+    assert start_method(selection) == "fork" and start_method(Selection(device="cuda")) == "spawn"
+    cases = plan(selection)
+    forked = {i: [r.to_json() for r in records] for i, records in judge_all(cases, selection, 2)}
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SPAWNED_FAULT)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    spawned = {
+        i: [r.to_json() for r in records] for i, records in judge_all(cases, selection, 2, method="spawn")
+    }
+    for i, case in enumerate(cases):
+        if case.recipe == "lora_attn":
+            assert spawned[i] == forked[i], case.case_id
+        else:
+            records = [json.loads(line) for line in spawned[i]]
+            assert records and all(r["outcome"] == CRASHED and "SIGSEGV" in r["detail"] for r in records)
