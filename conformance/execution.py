@@ -125,8 +125,12 @@ class Pool:
 def start_method(selection: Selection) -> str:
     """fork: workers inherit the imported libraries and the parsed data files, so they start at once. CUDA
     cannot be used in a forked child of a process that initialised it: the GPU leg spawns its workers
-    (each imports the libraries once, then runs many cases)."""
-    return "spawn" if selection.device == "cuda" else "fork"
+    (each imports the libraries once, then runs many cases), and so does a CPU run on a machine where
+    something in this process initialised CUDA (a library's import, a probe): PEFT, for one, loads adapter
+    weights onto the GPU whenever there is one."""
+    import torch
+
+    return "spawn" if selection.device == "cuda" or torch.cuda.is_initialized() else "fork"
 
 
 def death(exitcode: int | None) -> str:
