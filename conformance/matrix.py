@@ -27,6 +27,7 @@ _ROW_FIELDS = {
     "extra",
     "impl",
     "dtype",
+    "autocast",
     "device",
     "runner",
     "why",
@@ -56,6 +57,7 @@ class Row:
     extra: str = ""  # pip spec of one more package (another implementation's)
     impl: str = ""  # the implementations the row runs, comma-separated (default: hf, peft; NeMo's)
     dtype: str = ""  # the precisions it runs, comma-separated (default float32)
+    autocast: str = ""  # PEFT's autocast_adapter_dtype in half precision: on (default), off or both
     device: str = ""  # cpu (default) or cuda
     runner: str = ""  # the nightly job's runner label (default ubuntu-latest; a GPU row names a GPU runner)
     needs: str = ""  # a host the specs download from
@@ -73,7 +75,8 @@ class Row:
     def run_options(self) -> str:
         """The `run` options of its precisions and device (empty for a float32 CPU row)."""
         dtypes = "".join(f" --dtype {name}" for name in self.dtypes)
-        return dtypes + (f" --device {self.device}" if self.device else "")
+        autocast = f" --autocast {self.autocast}" if self.autocast else ""
+        return dtypes + autocast + (f" --device {self.device}" if self.device else "")
 
     def unreachable(self, timeout: float = 3.0) -> str | None:
         """Why this row cannot be built here (its host does not answer), or None."""
@@ -119,6 +122,8 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
         wrong = [name for name in row.dtypes if name not in _DTYPES]
         if wrong:
             raise MatrixError(f"{where}.dtype: unknown dtype {wrong[0]!r}; known: {', '.join(_DTYPES)}")
+        if row.autocast and row.autocast not in ("on", "off", "both"):
+            raise MatrixError(f"{where}.autocast: {row.autocast!r}; known: on, off, both")
         if row.device and row.device not in _DEVICES:
             raise MatrixError(f"{where}.device: unknown device {row.device!r}; known: {', '.join(_DEVICES)}")
         if row.device == "cuda" and not row.runner:

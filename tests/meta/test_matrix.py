@@ -28,7 +28,7 @@ def test_the_shipped_matrix_has_the_rows_measured_by_hand():
     assert found.rows["main"].needs == "github.com" and "git+" in found.rows["main"].peft
     assert found.rows["newest-mergekit"].implementations == ["mergekit"]
     assert found.rows["newest"].implementations == ["hf", "peft"]
-    assert found.rows["newest-half"].run_options() == " --dtype bfloat16 --dtype float16"
+    assert found.rows["newest-half"].run_options() == " --dtype bfloat16 --dtype float16 --autocast both"
     cuda = found.rows["newest-cuda"]
     assert cuda.device == "cuda" and cuda.runner and "--device cuda" in cuda.run_options()
     pairs = {(p.save, p.load) for p in found.pairs.values()}

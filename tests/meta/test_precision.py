@@ -176,3 +176,13 @@ def test_precision_suffixes_parse_or_say_why():
     with pytest.raises(ValueError, match="not a precision suffix"):
         Precision.parse("-fp8")
     assert precision.parse_dtypes(["bf16", "bfloat16", "fp16"], "--dtype") == ["bfloat16", "float16"]
+
+
+@pytest.mark.conformance
+def test_repro_reruns_a_case_in_another_precision(capsys):
+    assert main(["repro", f"peft-llama-tT-lora_attn-merge@{LLAMA}", "--dtype", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "merge-fidelity" in out and "pass" in out
+    # its tolerance is the bfloat16 one: far above float32's 1e-4
+    tolerance = float(out.split("merge-fidelity", 1)[1].split("tol=", 1)[1].split()[0])
+    assert tolerance > 1e-3
