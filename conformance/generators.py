@@ -76,11 +76,32 @@ def gemma4(draw: st.DrawFn, moe: bool = False) -> Knobs:
     return knobs
 
 
+@st.composite
+def sliding(draw: st.DrawFn) -> Knobs:
+    knobs = draw(gemma())
+    knobs["sliding_window"] = draw(st.integers(2, 16), label="sliding_window")
+    return knobs
+
+
+@st.composite
+def hybrid(draw: st.DrawFn) -> Knobs:
+    """Qwen3.5: a full-attention layer every `full_every` layers (and last), linear attention between."""
+    knobs = draw(gemma())
+    knobs["full_every"] = draw(st.integers(1, knobs["num_hidden_layers"]), label="full_every")
+    return knobs
+
+
 STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
     "llama": llama,
-    # Llama's constraints, except that Qwen2Config defaults kv heads to 32, not to the head count.
+    # Llama's constraints, except that these configs default kv heads to a constant, not the head count.
     "qwen2": lambda: llama(kv_default_is_heads=False),
+    "mistral": lambda: llama(kv_default_is_heads=False),
+    # A head_dim of its own, independent of hidden / heads.
+    "qwen3": gemma,
     "gemma": gemma,
+    "gemma2": sliding,
+    "gemma3-text": sliding,
+    "qwen3.5": hybrid,
     "gemma4": gemma4,
     "gemma4-moe": lambda: gemma4(moe=True),
 }

@@ -200,10 +200,10 @@ def have_version() -> str:
 
 
 def _registry() -> dict[str, Family]:
-    from conformance.families import gemma, gemma4, llama, qwen2
+    from conformance.families import decoders, gemma, gemma4, llama, qwen2, qwen3_5
 
     found = {}
-    for module in (llama, gemma, gemma4, qwen2):
+    for module in (llama, gemma, gemma4, qwen2, decoders, qwen3_5):
         for family in module.FAMILIES:
             found[family.name] = family
     return found
