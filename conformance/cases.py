@@ -58,13 +58,18 @@ class Case:
 
     @property
     def tied(self) -> bool:
-        """The HF rule on the model under test: the base's flags, unless the workflow unties it first."""
-        return self.family_def().expected_tied(self.flags) and not WORKFLOWS[self.workflow].unties_base
+        """Whether the model under test shares one tensor between embedding and head: the HF rule on the
+        base's flags, or the storage its tie state names (conformance.flags), unless the workflow unties
+        the base first."""
+        return self.family_def().tied_storage(self.flags) and not WORKFLOWS[self.workflow].unties_base
 
     def pointless(self) -> str | None:
         """Why the case's workflow has nothing to do on its base (then the case is skipped), or None."""
-        if WORKFLOWS[self.workflow].unties_base and not self.family_def().expected_tied(self.flags):
-            return f"{self.workflow} is the workaround for tied bases; this base is already untied"
+        workflow = WORKFLOWS[self.workflow]
+        if workflow.unties_base and not self.family_def().tied_storage(self.flags):
+            return f"{self.workflow} is the workaround for tied bases; this base's head is already its own"
+        if self.flags.storage and not workflow.tie_states:
+            return f"{self.workflow} starts from a config, not from weights: storage states do not apply"
         return None
 
 

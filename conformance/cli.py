@@ -34,6 +34,8 @@ def header(selection: Any) -> None:
     half = [d for d in selection.precisions if d != "float32"]
     autocast = f" (PEFT autocast_adapter_dtype: {selection.autocast})" if half else ""
     print(f"conformance: dtype {', '.join(selection.precisions)}{autocast} | device {where}")
+    if selection.tie_states != "natural":
+        print("conformance: tie states: every flag combination, also with its head apart or aliased")
     missing = device.unavailable(selection.device)
     if missing:
         print(f"conformance: every case is skipped: {missing}")
@@ -63,14 +65,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     named = [args.impl, args.family, args.recipe, args.workflow, args.check]
     if args.resume:
-        if any(named) or args.dtype or args.device or args.autocast:
+        if any(named) or args.dtype or args.device or args.autocast or args.tie_states:
             raise ConformanceError(
                 "--resume runs the selection recorded in DIR/run.json: drop the other options"
             )
         selection = session.resumed_selection(Path(args.resume))
     else:
         autocast = args.autocast or os.environ.get("CONFORMANCE_AUTOCAST") or "on"
-        selection = Selection(*named, args.profile, args.seed, _dtypes(args), _device(args), autocast)
+        states = args.tie_states or os.environ.get("CONFORMANCE_TIE_STATES") or "natural"
+        selection = Selection(*named, args.profile, args.seed, _dtypes(args), _device(args), autocast, states)
     options = session.Options(
         out=Path(args.resume or args.out),
         jobs=args.jobs or execution.default_jobs(),
@@ -257,6 +260,12 @@ def parser() -> argparse.ArgumentParser:
         choices=("on", "off", "both"),
         help="half precision: PEFT's autocast_adapter_dtype setting(s) to run (default on, PEFT's default; "
         "or CONFORMANCE_AUTOCAST); both doubles the half-precision PEFT cases",
+    )
+    run.add_argument(
+        "--tie-states",
+        choices=("natural", "all"),
+        help="natural (default, or CONFORMANCE_TIE_STATES): the storage the tie flags rule; all: also a head "
+        "apart under a tied config and one tensor under an untied one (ids -apart, -alias)",
     )
     run.add_argument(
         "--device",

@@ -37,6 +37,12 @@ GAP_FINAL = "gap_final"
 # their tolerance with one of them (conformance.oracles).
 LOGITS_NOISE = "logits_noise"  # max |Δlogits| on the probe ids
 PROBE_NOISE = "probe_noise"  # max |Δ| of the probed input and output matrices (effective.probe)
+# The matrices a model really uses (effective.probe: embedding rows, the head on a basis), of the model
+# as it was saved and as HF's from_pretrained gave it back: what the weights are, whatever the config says.
+SAVED_MATRICES = "saved_matrices"
+RELOADED_MATRICES = "reloaded_matrices"
+OWN_RELOAD_MATRICES = "own_reload_matrices"  # native: the implementation's own load of its checkpoint
+SAVED_LOGITS = "saved_logits"  # native: the model as the implementation saved it (its tie state applied)
 # The native workflow: the implementation's own classes next to HF's.
 HF_TIED = "hf_tied"
 HF_LOGITS = "hf_logits"
@@ -56,7 +62,15 @@ HF_CHECKPOINT_LOGITS = "hf_checkpoint_logits"
 ARTIFACTS: set[str] = {v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str)}
 
 # What loading a merged checkpoint back gives, and what every adapter workflow starts with.
-RELOAD = (SAVED_FLAGS, CHECKPOINT_KEYS, RELOADED_TIED, MISSING_KEYS, RELOADED_LOGITS, GAP_FINAL)
+RELOAD = (
+    SAVED_FLAGS,
+    CHECKPOINT_KEYS,
+    RELOADED_TIED,
+    MISSING_KEYS,
+    RELOADED_LOGITS,
+    GAP_FINAL,
+    RELOADED_MATRICES,
+)
 NOISE = (LOGITS_NOISE, PROBE_NOISE)
 ADAPTER = (BASE_LOGITS, UNMERGED_LOGITS, GAP_INIT, GAP_TRAINED, REFERENCE_LOGITS, *NOISE)
 
@@ -68,12 +82,18 @@ class Workflow:
     produces: frozenset[str]
     standalone: bool  # a standalone repro script can replay it with the libraries alone
     unties_base: bool = False  # the model under test is the base untied by hand (never tied)
+    tie_states: bool = True  # it takes a base in every tie state (storage apart from what the flags rule)
 
 
 def workflow(
-    name: str, about: str, *produces: str, standalone: bool = True, unties_base: bool = False
+    name: str,
+    about: str,
+    *produces: str,
+    standalone: bool = True,
+    unties_base: bool = False,
+    tie_states: bool = True,
 ) -> Workflow:
-    return Workflow(name, about, frozenset(produces), standalone, unties_base)
+    return Workflow(name, about, frozenset(produces), standalone, unties_base, tie_states)
 
 
 WORKFLOWS: dict[str, Workflow] = {
@@ -85,6 +105,7 @@ WORKFLOWS: dict[str, Workflow] = {
             *ADAPTER,
             MERGED_LOGITS,
             GAP_MERGED,
+            SAVED_MATRICES,
             *RELOAD,
         ),
         workflow(
@@ -102,6 +123,7 @@ WORKFLOWS: dict[str, Workflow] = {
             BASE_CHECKPOINT,
             MERGED_LOGITS,
             GAP_MERGED,
+            SAVED_MATRICES,
             *RELOAD,
             unties_base=True,
         ),
@@ -123,6 +145,10 @@ WORKFLOWS: dict[str, Workflow] = {
             RETIE,
             HF_CHECKPOINT_TIED,
             HF_CHECKPOINT_LOGITS,
+            SAVED_LOGITS,
+            SAVED_MATRICES,
+            RELOADED_MATRICES,
+            OWN_RELOAD_MATRICES,
             *NOISE,
         ),
         workflow(
@@ -133,8 +159,10 @@ WORKFLOWS: dict[str, Workflow] = {
             UNMERGED_LOGITS,
             ADAPTER_LOGITS,
             MERGED_LOGITS,
+            SAVED_MATRICES,
             *RELOAD,
             standalone=False,
+            tie_states=False,
         ),
     )
 }
@@ -161,15 +189,17 @@ CHECK_NEEDS: dict[str, frozenset[str]] = {
             HF_RELOAD_LOGITS,
             RELOAD_TIED,
             RELOAD_LOGITS,
-            IMPL_LOGITS,
+            SAVED_LOGITS,
         ),
         "hf-checkpoint-load": (HF_CHECKPOINT_TIED, HF_CHECKPOINT_LOGITS, HF_LOGITS, HF_TIED),
+        "weights-kept": (SAVED_MATRICES, RELOADED_MATRICES),
     }.items()
 }
 
 # What a check reads where its case's workflow made it, and does without elsewhere.
 CHECK_MAY_USE: dict[str, frozenset[str]] = {
     "tie-preserved": frozenset({GAP_MERGED}),  # only where the workflow holds a merged model in memory
+    "weights-kept": frozenset({OWN_RELOAD_MATRICES}),  # native: the implementation's own load too
 }
 
 

@@ -181,7 +181,12 @@ def probe(model: torch.nn.Module, vocab_size: int) -> tuple[torch.Tensor, torch.
 
 def tie_gap(model: torch.nn.Module, vocab_size: int) -> float:
     """max |effective input matrix - effective output matrix|; 0 for a model that behaves tied."""
-    rows, cols = probe(model, vocab_size)
+    return gap(probe(model, vocab_size))
+
+
+def gap(matrices: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """The tie gap of probed matrices (see `probe`)."""
+    rows, cols = matrices
     return float((rows - cols).abs().max())
 
 

@@ -29,6 +29,9 @@ from conformance.precision import AUTOCAST_CHOICES, DTYPES, Precision, parse_dty
 from conformance.results import Record, attach, rounded
 from conformance.versions import installed
 
+# --tie-states: the storage the flags rule only, or also each combination's other storage (conformance.flags).
+TIE_STATES = ("natural", "all")
+
 
 @dataclass
 class Selection:
@@ -44,6 +47,7 @@ class Selection:
     dtypes: list[str] = field(default_factory=list)  # empty: float32
     device: str = "cpu"
     autocast: str = "on"  # PEFT's autocast_adapter_dtype in half precision: on, off or both
+    tie_states: str = "natural"  # natural: storage as the flags rule; all: also apart and alias
 
     @property
     def filtered(self) -> bool:
@@ -87,6 +91,8 @@ def validate(selection: Selection) -> None:
     selection.precisions  # noqa: B018  (raises one line on an unknown dtype)
     if selection.autocast not in AUTOCAST_CHOICES:
         raise ConformanceError(f"--autocast: {selection.autocast!r}; known: {', '.join(AUTOCAST_CHOICES)}")
+    if selection.tie_states not in TIE_STATES:
+        raise ConformanceError(f"--tie-states: {selection.tie_states!r}; known: {', '.join(TIE_STATES)}")
     if selection.device not in device.DEVICES:
         raise ConformanceError(
             f"--device: unknown device {selection.device!r}; known: {', '.join(device.DEVICES)}"
@@ -114,7 +120,8 @@ def plan(selection: Selection) -> list[Case]:
             for family in (f for f in chosen_families if impl.covers(f)):
                 configs = drawn[family.name] if impl.unavailable() is None else drawn[family.name][:1]
                 pairs = _recipe_workflows(impl, family, book, selection)
-                for flags in family.flag_combinations():
+                states = family.tie_states() if selection.tie_states == "all" else family.flag_combinations()
+                for flags in states:
                     for recipe, workflow in pairs:
                         for precision in variants(dtype, impl.autocast_axis, selection.autocast):
                             for knobs, seed in _unique(family, configs, precision.half):
@@ -329,7 +336,8 @@ def found_features() -> list[str]:
 def check_context(case: Case, support: str = outcomes.SUPPORTED) -> oracles.CheckContext:
     """What the checks may know about a case before it runs."""
     ewt = recipe_book.load().get(case.recipe).ensure_weight_tying
-    return oracles.CheckContext(case.family_def(), case.workflow, case.tied, ewt, support)
+    rule = case.family_def().expected_tied(case.flags)
+    return oracles.CheckContext(case.family_def(), case.workflow, case.tied, ewt, support, rule)
 
 
 def applicable_checks(case: Case) -> list[oracles.Check]:
@@ -360,10 +368,11 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
     for record in records:
         entry = None
         if record.outcome != outcomes.SKIPPED:
+            flags = TieFlags.from_record(record.flags)
             subject = Subject(
                 record.implementation,
                 record.family,
-                TieFlags.from_record(record.flags).id,
+                flags.config_id,
                 record.recipe,
                 record.workflow,
                 record.check,
@@ -371,8 +380,9 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
                 record.versions,
                 record.support,
                 record.saved_with,
-                record.dtype,
-                record.autocast,
+                dtype=record.dtype,
+                autocast=record.autocast,
+                storage=flags.storage or "natural",
             )
             entry = expectation_set.match(subject)
             if entry is None and record.saved_with is not None:

@@ -1,7 +1,7 @@
 """Known non-pass outcomes, as data: cases/expectations/<implementation>.yaml, matched on conditions.
 
-An entry names its conditions (family, flags, tied, recipe, workflow, check, dtype as names or globs;
-autocast; version ranges), the outcome it expects, a class (bug | limitation), an upstream link or
+An entry names its conditions (family, flags, storage, tied, recipe, workflow, check, dtype as names or
+globs; autocast; version ranges), the outcome it expects, a class (bug | limitation), an upstream link or
 "not reported upstream" with a one-line repro, and a reason. The first entry whose conditions hold decides.
 """
 
@@ -20,7 +20,9 @@ from conformance.precision import DEFAULT, DTYPES
 
 CLASSES = ("bug", "limitation")
 NOT_REPORTED = "not reported upstream"
-_NAME_FIELDS = ("family", "flags", "recipe", "workflow", "check", "dtype")
+_NAME_FIELDS = ("family", "flags", "storage", "recipe", "workflow", "check", "dtype")
+# How a condition names the tie state's storage (conformance.flags): `natural` where the flags rule it.
+STORAGE_WORDS = ("natural", "apart", "alias")
 _FIELDS = {"id", "when", "outcome", "class", "link", "repro", "reason"}
 _WHEN = {*_NAME_FIELDS, "tied", "support", "autocast", "versions", "saved_with"}
 
@@ -40,6 +42,7 @@ class Subject:
     support: str = SUPPORTED
     saved_with: dict[str, str] | None = field(default=None, hash=False)  # cross-version: the saver's
     dtype: str = DEFAULT  # the case's precision (conformance.precision)
+    storage: str = "natural"  # the tie state's storage (STORAGE_WORDS)
     autocast: bool | None = None  # PEFT's autocast_adapter_dtype, where the case has that axis
 
 
@@ -102,6 +105,7 @@ class Vocabulary:
     workflow: tuple[str, ...]
     check: tuple[str, ...]
     dtype: tuple[str, ...] = DTYPES
+    storage: tuple[str, ...] = STORAGE_WORDS
 
 
 def load_file(path: Path, implementation: str, vocab: Vocabulary | None) -> list[Expectation]:

@@ -48,9 +48,10 @@ SELECTION_KEYS = (
     "seed",
     "dtypes",
     "autocast",
+    "tie_states",
 )
 # What a run.json written before a key existed ran: the same selection as the key's value today.
-_SELECTION_DEFAULTS = {"dtypes": ["float32"], "autocast": "on"}
+_SELECTION_DEFAULTS = {"dtypes": ["float32"], "autocast": "on", "tie_states": "natural"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

@@ -28,6 +28,7 @@ _ROW_FIELDS = {
     "impl",
     "dtype",
     "autocast",
+    "tie_states",
     "device",
     "runner",
     "why",
@@ -58,6 +59,7 @@ class Row:
     impl: str = ""  # the implementations the row runs, comma-separated (default: hf, peft; NeMo's)
     dtype: str = ""  # the precisions it runs, comma-separated (default float32)
     autocast: str = ""  # PEFT's autocast_adapter_dtype in half precision: on (default), off or both
+    tie_states: str = ""  # natural (default) or all: also each flag combination's other storage
     device: str = ""  # cpu (default) or cuda
     runner: str = ""  # the nightly job's runner label (default ubuntu-latest; a GPU row names a GPU runner)
     needs: str = ""  # a host the specs download from
@@ -76,7 +78,8 @@ class Row:
         """The `run` options of its precisions and device (empty for a float32 CPU row)."""
         dtypes = "".join(f" --dtype {name}" for name in self.dtypes)
         autocast = f" --autocast {self.autocast}" if self.autocast else ""
-        return dtypes + autocast + (f" --device {self.device}" if self.device else "")
+        states = f" --tie-states {self.tie_states}" if self.tie_states else ""
+        return dtypes + autocast + states + (f" --device {self.device}" if self.device else "")
 
     def unreachable(self, timeout: float = 3.0) -> str | None:
         """Why this row cannot be built here (its host does not answer), or None."""
@@ -124,6 +127,8 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
             raise MatrixError(f"{where}.dtype: unknown dtype {wrong[0]!r}; known: {', '.join(_DTYPES)}")
         if row.autocast and row.autocast not in ("on", "off", "both"):
             raise MatrixError(f"{where}.autocast: {row.autocast!r}; known: on, off, both")
+        if row.tie_states and row.tie_states not in ("natural", "all"):
+            raise MatrixError(f"{where}.tie_states: {row.tie_states!r}; known: natural, all")
         if row.device and row.device not in _DEVICES:
             raise MatrixError(f"{where}.device: unknown device {row.device!r}; known: {', '.join(_DEVICES)}")
         if row.device == "cuda" and not row.runner:

@@ -215,7 +215,9 @@ def merge_save_reload(
     with run.step("merge"):
         merged = model.merge_and_unload()
         run.put(contract.MERGED_LOGITS, logits(merged, ids))
-        run.put(contract.GAP_MERGED, effective.tie_gap(merged, vocab))
+        matrices = effective.probe(merged, vocab)
+        run.put(contract.GAP_MERGED, effective.gap(matrices))
+        run.put(contract.SAVED_MATRICES, matrices)
 
     with run.step("save"):
         merged.save_pretrained(folder / "merged")
@@ -241,7 +243,9 @@ def reload(run: CaseRun, folder: Path, family: Family, ids: torch.Tensor, dtype:
         run.put(contract.RELOADED_TIED, is_tied(reloaded))
         run.put(contract.MISSING_KEYS, sorted(info.get("missing_keys", [])))
         run.put(contract.RELOADED_LOGITS, logits(reloaded, ids))
-        run.put(contract.GAP_FINAL, effective.tie_gap(reloaded, reloaded.config.get_text_config().vocab_size))
+        matrices = effective.probe(reloaded, reloaded.config.get_text_config().vocab_size)
+        run.put(contract.GAP_FINAL, effective.gap(matrices))
+        run.put(contract.RELOADED_MATRICES, matrices)
 
 
 def load_kwargs(family: Family, dtype: torch.dtype) -> dict:

@@ -50,6 +50,7 @@ def selection_record(selection: Selection) -> dict[str, Any]:
         "seed": selection.seed,
         "dtypes": selection.precisions,
         "autocast": selection.autocast,
+        "tie_states": selection.tie_states,
         "device": selection.device,
     }
 
@@ -77,6 +78,7 @@ def resumed_selection(folder: Path) -> Selection:
         recorded.get("dtypes", []),
         recorded.get("device", "cpu"),
         recorded.get("autocast", "on"),
+        recorded.get("tie_states", "natural"),
     )
 
 

@@ -39,6 +39,12 @@ def _imports(*pairs: tuple[str, str]) -> list[tuple[str, list[str]]]:
     return [(module, sorted(names)) for module, names in sorted(by_module.items())]
 
 
+_STORAGE_WORDS = {
+    "apart": "the head has values of its own, though the config ties it",
+    "alias": "the head is the embedding's tensor, though the config unties it",
+}
+
+
 def _flag_words(flags: TieFlags) -> list[tuple[str, bool]]:
     return [("top-level", flags.top)] + ([] if flags.text is None else [("text_config", flags.text)])
 
@@ -78,6 +84,11 @@ def script(case: Case) -> str:
         "summary": [
             f"{family.name} ({family.model_class}), tie flags {case.flags.id}: "
             + ", ".join(f"{where} tie_word_embeddings={flag}" for where, flag in _flag_words(case.flags)),
+            *(
+                [f"storage {case.flags.storage}: {_STORAGE_WORDS[case.flags.storage]}"]
+                if case.flags.storage
+                else []
+            ),
             f"recipe {recipe.name}: {recipe.about or recipe.adapter}",
             f"workflow {case.workflow}, {str(dtype).removeprefix('torch.')}"
             + (
@@ -97,6 +108,7 @@ def script(case: Case) -> str:
         "ruling": family.ruling_flag() if family.nested else "top",
         "model_class": family.model_class,
         "flags": case.flags,
+        "storage": case.flags.storage,
         "config_source": spec.source(indent=4),
         "tolerances": pprint.pformat(
             {name: rule for name in checks if (rule := _rule(tolerances, oracles.CHECKS[name], dtype))},
@@ -106,6 +118,7 @@ def script(case: Case) -> str:
         "workflow": case.workflow,
         "implementation": case.implementation,
         "tied": context.tied,
+        "rule": context.rule,
     }
     pairs = {*spec.imports(), ("transformers", family.model_class), ("transformers", "AutoModelForCausalLM")}
     if case.implementation == "peft":

@@ -21,6 +21,7 @@ from conformance.results import Record
 
 FAMILIES_VAR = "CONFORMANCE_FAMILIES"
 DTYPE_VAR = "CONFORMANCE_DTYPE"
+STATES_VAR = "CONFORMANCE_TIE_STATES"
 
 
 @functools.cache
@@ -70,6 +71,7 @@ def _canonical_cases() -> tuple[Case, ...]:
         implementations=[i.name for i in implementations.selected(None)],
         families=selected_families(),
         dtypes=selected_dtypes(),
+        tie_states=os.environ.get(STATES_VAR) or "natural",
     )
     # Canonical configs only: the parametrized tests are the fixed gate; hypothesis tests explore.
     return tuple(

@@ -11,7 +11,7 @@ import torch
 
 from conformance import device, versions
 from conformance.errors import UnknownName
-from conformance.flags import TieFlags, combinations
+from conformance.flags import ALIAS, APART, TieFlags, combinations, states
 
 Knobs = dict[str, int]
 _TOKEN_PART = re.compile(r"([A-Za-z]+)(\d+)")
@@ -120,6 +120,14 @@ class Family:
     def flag_combinations(self) -> list[TieFlags]:
         return combinations(self.nested)
 
+    def tie_states(self) -> list[TieFlags]:
+        """Every flag combination, then each with the storage its flags do not rule (conformance.flags)."""
+        return states(self.nested, self.expected_tied)
+
+    def tied_storage(self, flags: TieFlags) -> bool:
+        """Whether a model in this tie state shares one tensor between embedding and head."""
+        return {APART: False, ALIAS: True}.get(flags.storage, self.expected_tied(flags))
+
     def model_cls(self) -> type:
         import transformers
 
@@ -182,6 +190,20 @@ class Family:
                 raise ValueError(f"{self.name}: bad config part {part!r} in {token!r}")
             knobs[by_code[match.group(1)]] = int(match.group(2))
         return knobs
+
+
+def store(model: torch.nn.Module, flags: TieFlags, seed: int) -> torch.nn.Module:
+    """Give a model built from `flags`'s config the storage the state names: APART, a head of its own
+    that has moved away from the embedding (seeded, so every case and device gets the same values);
+    ALIAS, the embedding's tensor as the head. NATURAL leaves it as built."""
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if flags.storage == APART:
+        weight = embedding.weight.detach()
+        moved = torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed + 7919))
+        head.weight = torch.nn.Parameter(weight.clone() + (0.05 * moved).to(weight.device, weight.dtype))
+    elif flags.storage == ALIAS:
+        head.weight = embedding.weight
+    return model
 
 
 def flat(name: str, model_class: str, config_class: str, canonical: Knobs, **fixed: int) -> Family:

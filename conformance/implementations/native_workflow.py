@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from conformance import contract, pipeline
+from conformance import contract, effective, families, pipeline
 from conformance.cases import Case
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
@@ -58,7 +58,9 @@ def _steps(run: CaseRun, provider: Provider, dtype: torch.dtype, workspace: Work
     fp64 = torch.float64
 
     with run.step("reference"):
-        key = (case.family, case.knobs, case.flags, case.seed, str(dtype))
+        # HF's model as its config builds it (the tie state's storage comes later, on the saved model):
+        # the key of a base built from the flags alone, never that of a base in another storage.
+        key = (case.family, case.knobs, case.flags.built, case.seed, str(dtype))
         hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, dtype))
         vocab = hf.config.get_text_config().vocab_size
         ids = pipeline.inputs(vocab, case.seed)
@@ -76,6 +78,11 @@ def _steps(run: CaseRun, provider: Provider, dtype: torch.dtype, workspace: Work
         provider.load_hf_weights(model, hf.state_dict())
         run.put(contract.IMPL_LOGITS, logits(model, ids))
 
+    if case.flags.storage:
+        with run.step("storage"):
+            # The tie state: a head of its own under a tied config, or one tensor under an untied one.
+            families.store(model, case.flags, case.seed)
+
     with run.step("float64"):
         hf64 = family.build(case.config, case.flags, case.seed, fp64)
         model64 = provider.build(family, case.config, case.flags, case.seed, fp64)
@@ -84,6 +91,8 @@ def _steps(run: CaseRun, provider: Provider, dtype: torch.dtype, workspace: Work
         run.put(contract.IMPL64_LOGITS, logits(model64, ids))
 
     with run.step("save"):
+        run.put(contract.SAVED_LOGITS, logits(model, ids))
+        run.put(contract.SAVED_MATRICES, effective.probe(model, vocab))
         saved = provider.save(model, folder / "saved")
         run.put(contract.CHECKPOINT_KEYS, pipeline.checkpoint_keys(saved))
         run.put(contract.SAVED_FLAGS, pipeline.saved_flags(saved, family))
@@ -92,11 +101,13 @@ def _steps(run: CaseRun, provider: Provider, dtype: torch.dtype, workspace: Work
         by_hf = pipeline.load_hf(saved, family, dtype).eval()
         run.put(contract.HF_RELOAD_TIED, is_tied(by_hf))
         run.put(contract.HF_RELOAD_LOGITS, logits(by_hf, ids))
+        run.put(contract.RELOADED_MATRICES, effective.probe(by_hf, vocab))
 
     with run.step("reload"):
         again = provider.load(family, saved, dtype).eval()
         run.put(contract.RELOAD_TIED, is_tied(again))
         run.put(contract.RELOAD_LOGITS, logits(again, ids))
+        run.put(contract.OWN_RELOAD_MATRICES, effective.probe(again, vocab))
 
     if family.expected_tied(case.flags):
         with run.step("retie"):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from conformance import contract, effective, pipeline
+from conformance import contract, effective, families, pipeline
+from conformance.cases import Case
 from conformance.implementations.base import Implementation
 from conformance.pipeline import CaseRun, Workspace, logits
 from conformance.recipes import Recipe
@@ -26,6 +27,10 @@ class Adapted:
     autocast: dict[str, bool]  # PEFT's autocast_adapter_dtype as the case sets it, for every PEFT load
 
 
+def _base(family: families.Family, case: Case, dtype: torch.dtype) -> torch.nn.Module:
+    return families.store(family.build(case.config, case.flags, case.seed, dtype), case.flags, case.seed)
+
+
 def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace) -> Adapted:
     """build (→ untie for untie-first) → wrap → train → reference: every adapter workflow starts so,
     whichever implementation then merges or saves the adapter."""
@@ -38,7 +43,8 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     base_dir = None
 
     with run.step("build"):
-        base = workspace.model(base_key, lambda: family.build(case.config, case.flags, case.seed, dtype))
+        # In its tie state: the storage the flags rule, or a head apart / an alias (conformance.flags).
+        base = workspace.model(base_key, lambda: _base(family, case, dtype))
         vocab = base.config.get_text_config().vocab_size
         ids = pipeline.inputs(vocab, case.seed)
         embed_path = effective.module_path(base, base.get_input_embeddings())

@@ -60,6 +60,29 @@ def _tie_preserved(art: dict[str, Any], tol: float | None, ctx: CheckContext) ->
     return Measurement(not broken, worst, detail)
 
 
+_MATRIX_WORDS = ("embedding", "head")
+
+
+def _weights_kept(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    saved = art[contract.SAVED_MATRICES]
+    loads = {"reload": art[contract.RELOADED_MATRICES]}
+    if contract.OWN_RELOAD_MATRICES in art:
+        loads = {"HF reload": loads["reload"], "own reload": art[contract.OWN_RELOAD_MATRICES]}
+    worst, problems = 0.0, []
+    for who, matrices in loads.items():
+        for word, before, after in zip(_MATRIX_WORDS, saved, matrices, strict=True):
+            gap = diff(before, after)
+            worst = max(worst, gap)
+            if gap > tol:
+                problems.append(f"{who}: {word} max |Δ| {gap:.3g}")
+    detail = (
+        "; ".join(problems) + f" (tolerance {tol:g})"
+        if problems
+        else (f"embedding and head as saved (max |Δ| {worst:.3g})")
+    )
+    return Measurement(not problems, worst, detail)
+
+
 def _only_ewt_on_tied(ctx: CheckContext) -> str | None:
     if not ctx.ensure_weight_tying:
         return "applies only where ensure_weight_tying was asked for"
@@ -108,6 +131,12 @@ CHECKS: tuple[Check, ...] = (
         not_applicable=_only_ewt_on_tied,
         # Gaps are matrix entries: in half precision a correct tie shows the rounding of the embedding
         # scale (Gemma), which the probed matrices' own noise measures.
+        floor=contract.PROBE_NOISE,
+    ),
+    Check(
+        "weights-kept",
+        "save -> load gives every module the matrix it was saved with (whatever the config says)",
+        _weights_kept,
         floor=contract.PROBE_NOISE,
     ),
 )

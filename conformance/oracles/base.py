@@ -25,9 +25,15 @@ class CheckContext:
 
     family: Any  # conformance.families.Family
     workflow: str
-    tied: bool  # the HF rule on the config of the model under test (untie-first: never)
+    tied: bool  # the model under test shares one tensor (its tie state's storage; untie-first: never)
     ensure_weight_tying: bool
     support: str = SUPPORTED  # or REFUSED_BY_DESIGN: the implementation declares it will not build it
+    config_tied: bool | None = None  # the HF rule on its config's flags (None: as `tied`)
+
+    @property
+    def rule(self) -> bool:
+        """What a model built from the config is, by the HF rule (construction, tie_weights)."""
+        return self.tied if self.config_tied is None else self.config_tied
 
 
 @dataclass(frozen=True)

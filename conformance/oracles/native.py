@@ -18,7 +18,7 @@ from conformance.outcomes import REFUSED_BY_DESIGN
 
 
 def _tie_status(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
-    rule, hf, impl = ctx.tied, art[contract.HF_TIED], art[contract.IMPL_TIED]
+    rule, hf, impl = ctx.rule, art[contract.HF_TIED], art[contract.IMPL_TIED]
     problems = []
     if ctx.support == REFUSED_BY_DESIGN:
         problems.append(f"declared refused-by-design, yet it built a model ({tie_word(impl)})")
@@ -62,7 +62,7 @@ def _checkpoint_roundtrip(art: dict[str, Any], tol: float | None, ctx: CheckCont
                 f"{who} reload is {tie_word(art[tied_key])}, "
                 f"the rule on the saved config says {tie_word(expected)}"
             )
-        gap = diff(art[logits_key], art[contract.IMPL_LOGITS])
+        gap = diff(art[logits_key], art[contract.SAVED_LOGITS])
         worst = max(worst, gap)
         if gap > tol:
             problems.append(f"{who} reload: max |Δlogits| {gap:.3g} (tolerance {tol:g})")
@@ -84,7 +84,7 @@ def _hf_checkpoint_load(art: dict[str, Any], tol: float | None, ctx: CheckContex
 
 
 def _only_tied(ctx: CheckContext) -> str | None:
-    return None if ctx.tied else "applies only to configs tied under the HF rule"
+    return None if ctx.rule else "applies only to configs tied under the HF rule"
 
 
 CHECKS: tuple[Check, ...] = (

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from conformance import cases, generators, implementations, oracles, precision
+from conformance import cases, contract, generators, implementations, oracles, precision
 from conformance.testing import runnable, verdict_problem
 
 pytestmark = pytest.mark.conformance
@@ -26,6 +26,9 @@ def _cells(check: str) -> list[tuple]:
 @st.composite
 def case_for(draw: st.DrawFn, cells: list[tuple]) -> cases.Case:
     impl, family, flags, recipe, workflow = draw(st.sampled_from(cells), label="cell")
+    # Every tie state of the drawn flags (their storage, or the other one) where the workflow takes it.
+    if contract.WORKFLOWS[workflow].tie_states:
+        flags = draw(st.sampled_from([s for s in family.tie_states() if s.built == flags]), label="tie state")
     axis = implementations.get(impl).autocast_axis
     chosen = draw(
         st.sampled_from([p for dtype in precision.DTYPES for p in precision.variants(dtype, axis)]),

@@ -90,3 +90,15 @@ def test_canonical_config_comes_first_and_seeded_draws_repeat():
     assert first[0] == (family.canonical, 3)
     assert len(first) == 1 + generators.CONFIGS_PER_FAMILY["nightly"]
     assert first != generators.draw_configs(family, "nightly", run_seed=4)
+
+
+def test_tie_states_add_the_storage_the_flags_do_not_rule():
+    gemma4 = families.get("gemma4")
+    ids = [f.id for f in gemma4.tie_states()]
+    # transformers 5 ties Gemma4ForConditionalGeneration by its top-level flag alone.
+    assert ids[4:] == ["tT-xT-apart", "tT-xF-apart", "tF-xT-alias", "tF-xF-alias"]
+    for flags in gemma4.tie_states():
+        assert TieFlags.parse(flags.id) == flags == TieFlags.from_record(flags.as_record())
+        assert gemma4.tied_storage(flags) == (gemma4.expected_tied(flags) != bool(flags.storage))
+    assert TieFlags.from_record({"top": True, "text": None}) == TieFlags(True)  # records before the axis
+    assert TieFlags.parse("tT-apart").built == TieFlags(True) and TieFlags.parse("tT-apart").config_id == "tT"

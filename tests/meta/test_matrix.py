@@ -29,6 +29,7 @@ def test_the_shipped_matrix_has_the_rows_measured_by_hand():
     assert found.rows["newest-mergekit"].implementations == ["mergekit"]
     assert found.rows["newest"].implementations == ["hf", "peft"]
     assert found.rows["newest-half"].run_options() == " --dtype bfloat16 --dtype float16 --autocast both"
+    assert found.rows["newest-states"].run_options() == " --tie-states all"
     cuda = found.rows["newest-cuda"]
     assert cuda.device == "cuda" and cuda.runner and "--device cuda" in cuda.run_options()
     pairs = {(p.save, p.load) for p in found.pairs.values()}

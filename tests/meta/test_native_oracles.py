@@ -37,7 +37,7 @@ def _roundtrip(**changes):
         "hf_reload_logits": LOGITS,
         "reload_tied": False,
         "reload_logits": LOGITS,
-        "impl_logits": LOGITS,
+        "saved_logits": LOGITS,
     }
     return CHECKS["checkpoint-roundtrip"].evaluate({**art, **changes}, 1e-4, _context(False))
 
@@ -67,3 +67,14 @@ def test_retie_and_hf_checkpoint_load():
     art = {"hf_checkpoint_tied": True, "hf_checkpoint_logits": LOGITS, "hf_logits": LOGITS, "hf_tied": True}
     assert load.evaluate(art, 1e-4, _context(True)).passed
     assert not load.evaluate({**art, "hf_checkpoint_tied": False}, 1e-4, _context(True)).passed
+
+
+def test_weights_kept_names_the_layer_and_the_load():
+    kept = CHECKS["weights-kept"]
+    saved = (torch.zeros(4, 2), torch.ones(4, 2))
+    art = {"saved_matrices": saved, "reloaded_matrices": saved}
+    assert kept.evaluate(art, 1e-5, _context(True)).passed
+    lost = kept.evaluate({**art, "reloaded_matrices": (saved[0], saved[1] * 0.5)}, 1e-5, _context(True))
+    assert not lost.passed and "reload: head max |Δ| 0.5" in lost.detail and lost.max_abs_diff == 0.5
+    own = kept.evaluate({**art, "own_reload_matrices": (saved[0] + 1, saved[1])}, 1e-5, _context(True))
+    assert not own.passed and "own reload: embedding" in own.detail and "HF reload" not in own.detail
