@@ -91,6 +91,27 @@ def hybrid(draw: st.DrawFn) -> Knobs:
     return knobs
 
 
+@st.composite
+def multimodal(draw: st.DrawFn, own_head_dim: bool = False, full_every: bool = False) -> Knobs:
+    """The text decoder of a multimodal wrapper: heads of 8 or 16, so Qwen's multimodal rotary sections
+    (temporal, height, width) each get a part of every head."""
+    knobs = draw(_attention([8, 16], kv_default_is_heads=False))
+    if own_head_dim:
+        knobs["hidden_size"] = draw(st.sampled_from([16, 32, 48]), label="hidden_size")
+    else:
+        knobs["hidden_size"] = knobs.pop("head_dim") * knobs["num_attention_heads"]
+    if full_every:
+        knobs["full_every"] = draw(st.integers(1, knobs["num_hidden_layers"]), label="full_every")
+    return knobs
+
+
+@st.composite
+def gemma3(draw: st.DrawFn) -> Knobs:
+    knobs = draw(multimodal(own_head_dim=True))
+    knobs["sliding_window"] = draw(st.integers(2, 16), label="sliding_window")
+    return knobs
+
+
 STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
     "llama": llama,
     # Llama's constraints, except that these configs default kv heads to a constant, not the head count.
@@ -104,6 +125,14 @@ STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
     "qwen3.5": hybrid,
     "gemma4": gemma4,
     "gemma4-moe": lambda: gemma4(moe=True),
+    "qwen2-vl": multimodal,
+    "qwen2.5-vl": multimodal,
+    "llava": multimodal,
+    "qwen2-audio": multimodal,
+    "qwen3-vl": lambda: multimodal(own_head_dim=True),
+    "mistral3": lambda: multimodal(own_head_dim=True),
+    "qwen3.5-vl": lambda: multimodal(own_head_dim=True, full_every=True),
+    "gemma3": gemma3,
 }
 
 

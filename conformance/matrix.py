@@ -29,6 +29,7 @@ _ROW_FIELDS = {
     "dtype",
     "autocast",
     "tie_states",
+    "families",
     "device",
     "runner",
     "why",
@@ -60,6 +61,7 @@ class Row:
     dtype: str = ""  # the precisions it runs, comma-separated (default float32)
     autocast: str = ""  # PEFT's autocast_adapter_dtype in half precision: on (default), off or both
     tie_states: str = ""  # natural (default) or all: also each flag combination's other storage
+    families: tuple[str, ...] = ()  # the families it runs (default every family)
     device: str = ""  # cpu (default) or cuda
     runner: str = ""  # the nightly job's runner label (default ubuntu-latest; a GPU row names a GPU runner)
     needs: str = ""  # a host the specs download from
@@ -79,7 +81,8 @@ class Row:
         dtypes = "".join(f" --dtype {name}" for name in self.dtypes)
         autocast = f" --autocast {self.autocast}" if self.autocast else ""
         states = f" --tie-states {self.tie_states}" if self.tie_states else ""
-        return dtypes + autocast + states + (f" --device {self.device}" if self.device else "")
+        families = "".join(f" --family {name}" for name in self.families)
+        return dtypes + autocast + states + families + (f" --device {self.device}" if self.device else "")
 
     def unreachable(self, timeout: float = 3.0) -> str | None:
         """Why this row cannot be built here (its host does not answer), or None."""
@@ -121,7 +124,7 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
         _fields(raw, _ROW_FIELDS, where, required=("name", "why"))
         if not _NAME.fullmatch(raw["name"]) or raw["name"] in rows:
             raise MatrixError(f"{where}.name: {raw['name']!r} is not a new name of a-z, 0-9, '.' and '-'")
-        row = Row(**raw)
+        row = Row(**{**raw, "families": tuple(raw.get("families", ()))})
         wrong = [name for name in row.dtypes if name not in _DTYPES]
         if wrong:
             raise MatrixError(f"{where}.dtype: unknown dtype {wrong[0]!r}; known: {', '.join(_DTYPES)}")
@@ -156,8 +159,10 @@ def _fields(raw: object, allowed: set[str], where: str, required: tuple[str, ...
         if not raw.get(key):
             raise MatrixError(f"{where}.{key}: required field is missing")
     for key, value in raw.items():
-        if key != "families" and not isinstance(value, str):
-            raise MatrixError(f"{where}.{key}: expected a string, got {value!r}")
+        names = key == "families" and isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not names and (key == "families" or not isinstance(value, str)):
+            wanted = "a list of family names" if key == "families" else "a string"
+            raise MatrixError(f"{where}.{key}: expected {wanted}, got {value!r}")
 
 
 def github_matrix(kind: str) -> str:

@@ -256,13 +256,12 @@ def load_kwargs(family: Family, dtype: torch.dtype) -> dict:
 
 
 def load_hf(folder: Path, family: Family, dtype: torch.dtype, **extra: Any) -> Any:
-    """transformers' `AutoModelForCausalLM.from_pretrained` of a checkpoint, as every workflow loads one:
-    safetensors only, never a pickle (conformance.checkpoints)."""
-    from transformers import AutoModelForCausalLM
+    """transformers' `from_pretrained` of a checkpoint through the family's Auto class, as every workflow
+    loads one: safetensors only, never a pickle (conformance.checkpoints)."""
+    import transformers
 
-    return AutoModelForCausalLM.from_pretrained(
-        folder, use_safetensors=True, **load_kwargs(family, dtype), **extra
-    )
+    auto = getattr(transformers, family.auto_class)
+    return auto.from_pretrained(folder, use_safetensors=True, **load_kwargs(family, dtype), **extra)
 
 
 def is_tied(model: torch.nn.Module) -> bool:

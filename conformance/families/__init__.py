@@ -89,10 +89,13 @@ class Family:
     requires: str  # transformers versions the family exists in
     canonical: Knobs  # the known-good tiny config, always run first; its keys name every knob, in id order
     config_spec: Callable[[Knobs, TieFlags], ConfigSpec] = field(repr=False)
-    # Which flag rules the tie for the installed transformers: list of (version range, "top" | "text").
+    # Which flag rules the tie for the installed transformers: list of (version range, rule), the rule one
+    # of RULES: "top", "text", "either" (tied if either flag says so), "never" (no flag ties it).
     tie_flag_by_version: tuple[tuple[str, str], ...] = ((">=0", "top"),)
     # Extra from_pretrained kwargs every load of this family needs (runtime choices config.json omits).
     load_kwargs: dict[str, str] = field(default_factory=dict)
+    # The transformers Auto class that loads a checkpoint of this family (its save → load goes through it).
+    auto_class: str = "AutoModelForCausalLM"
     # Half-precision cases' knobs, where the family's own would make logits discontinuous in the weights
     # (top-k routing: rounding noise flips experts, and no tolerance then tells a defect from noise).
     half_precision: Callable[[Knobs], Knobs] | None = field(default=None, repr=False)
@@ -161,9 +164,7 @@ class Family:
 
     def expected_tied(self, flags: TieFlags, installed: dict[str, str] | None = None) -> bool:
         """The HF rule: is a model whose config carries `flags` tied under the installed transformers?"""
-        if self.nested and self.ruling_flag(installed) == "text":
-            return bool(flags.text)
-        return flags.top
+        return tied_by(self.ruling_flag(installed) if self.nested else "top", flags.top, flags.text)
 
     def flags_of(self, config: Any) -> TieFlags:
         """The tie flags a config object carries (transformers 5.x reads a missing attribute as False)."""
@@ -190,6 +191,18 @@ class Family:
                 raise ValueError(f"{self.name}: bad config part {part!r} in {token!r}")
             knobs[by_code[match.group(1)]] = int(match.group(2))
         return knobs
+
+
+RULES = ("top", "text", "either", "never")
+
+
+def tied_by(rule: str, top: bool, text: bool | None) -> bool:
+    """A tie rule (RULES) applied to a config's two flags."""
+    if rule == "text":
+        return bool(text)
+    if rule == "either":
+        return bool(top or text)
+    return rule == "top" and bool(top)
 
 
 def store(model: torch.nn.Module, flags: TieFlags, seed: int) -> torch.nn.Module:
@@ -222,10 +235,10 @@ def have_version() -> str:
 
 
 def _registry() -> dict[str, Family]:
-    from conformance.families import decoders, gemma, gemma4, llama, qwen2, qwen3_5
+    from conformance.families import decoders, gemma, gemma4, llama, multimodal, qwen2, qwen3_5
 
     found = {}
-    for module in (llama, gemma, gemma4, qwen2, decoders, qwen3_5):
+    for module in (llama, gemma, gemma4, qwen2, decoders, qwen3_5, multimodal):
         for family in module.FAMILIES:
             found[family.name] = family
     return found

@@ -175,6 +175,9 @@ IMPLEMENTATION = Implementation(
     about="mergekit's passthrough (base+LoRA) and linear merges of fine-tunes of tied models, HF-loaded",
     runners={"lora-passthrough": pipeline.runner(_passthrough), "linear-merge": pipeline.runner(_linear)},
     order=3,
+    # The families its findings were written for; mergekit merges by architecture files, and the newer
+    # families (multimodal wrappers, Qwen3, Mistral, ...) wait for their own curation.
+    families=("llama", "gemma", "qwen2", "gemma4", "gemma4-moe"),
     recipes_of=("peft",),
     elsewhere="`tox -e mergekit` runs it (mergekit needs transformers >= 5) into reports/mergekit/index.html",
     test_marker="mergekit",

@@ -102,3 +102,21 @@ def test_tie_states_add_the_storage_the_flags_do_not_rule():
         assert gemma4.tied_storage(flags) == (gemma4.expected_tied(flags) != bool(flags.storage))
     assert TieFlags.from_record({"top": True, "text": None}) == TieFlags(True)  # records before the axis
     assert TieFlags.parse("tT-apart").built == TieFlags(True) and TieFlags.parse("tT-apart").config_id == "tT"
+
+
+@pytest.mark.parametrize(
+    ("family", "version", "tied"),
+    [
+        # (top, text) -> tied, for TT, TF, FT, FF: the rule table measured per release
+        ("qwen2-vl", "4.57.6", [True, False, True, False]),  # 4.x: the text flag
+        ("qwen2-vl", "5.15.1", [True, True, False, False]),  # the top-level flag alone (#45857)
+        ("qwen2-vl", "5.16.0", [True, True, True, False]),  # either flag
+        ("llava", "5.5.0", [True, True, True, False]),
+        ("gemma3", "5.24.0", [True, True, False, False]),
+        ("qwen2-audio", "5.24.0", [False, False, False, False]),  # no _tied_weights_keys in 5.x
+    ],
+)
+def test_multimodal_tie_rules_per_release(family, version, tied):
+    found = families.get(family)
+    flags = [TieFlags(True, True), TieFlags(True, False), TieFlags(False, True), TieFlags(False, False)]
+    assert [found.expected_tied(f, {"transformers": version}) for f in flags] == tied
