@@ -221,7 +221,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("families:")
     for family in families.all_families():
         reason = family.unavailable()
-        print(f"  {family.name:<12} {'unavailable: ' + reason if reason else family.model_class}")
+        print(f"  {family.name:<12} {'unavailable: ' + reason if reason else family.describe()}")
+    print("tie states (--tie-states all adds the last two to every flag combination):")
+    for word, about in (
+        ("natural", "the storage the flags rule: one tensor where they tie, two where they do not"),
+        ("apart", "a head with values of its own under a config that ties it (-apart)"),
+        ("alias", "one tensor for embedding and head under a config that unties them (-alias)"),
+    ):
+        print(f"  {word:<12} {about}")
     print("recipes:")
     for recipe in book.recipes.values():
         reason = book.skip_reason(recipe)

@@ -116,6 +116,19 @@ class Family:
             return f"transformers {have_version()} has no {self.model_class}"
         return None
 
+    def describe(self) -> str:
+        """One line for `list`: its class, its flags and which one ties it with the installed transformers."""
+        if not self.nested:
+            return f"{self.model_class}: one flag ties it"
+        rule = self.ruling_flag()
+        words = {
+            "top": "the top-level flag ties it",
+            "text": "the text_config flag ties it",
+            "either": "either flag ties it",
+            "never": "no flag ties it",
+        }
+        return f"{self.model_class}: top-level and text_config flags; {words[rule]} here"
+
     def knobs_for(self, knobs: Knobs, half: bool) -> Knobs:
         """The knobs a case of this precision builds with (see `half_precision`)."""
         return self.half_precision(dict(knobs)) if half and self.half_precision else dict(knobs)
