@@ -88,7 +88,7 @@ def validate(selection: Selection) -> None:
         raise ConformanceError(
             f"--profile: unknown profile {selection.profile!r}; known: {', '.join(PROFILES)}"
         )
-    selection.precisions  # noqa: B018  (raises one line on an unknown dtype)
+    parse_dtypes(selection.dtypes, "--dtype")  # one line for an unknown dtype
     if selection.autocast not in AUTOCAST_CHOICES:
         raise ConformanceError(f"--autocast: {selection.autocast!r}; known: {', '.join(AUTOCAST_CHOICES)}")
     if selection.tie_states not in TIE_STATES:
