@@ -43,6 +43,8 @@ SAVED_MATRICES = "saved_matrices"
 RELOADED_MATRICES = "reloaded_matrices"
 OWN_RELOAD_MATRICES = "own_reload_matrices"  # native: the implementation's own load of its checkpoint
 SAVED_LOGITS = "saved_logits"  # native: the model as the implementation saved it (its tie state applied)
+# resize_token_embeddings: the probed matrices of the old rows before and after, and the tie before and after.
+RESIZED = "resized"
 # The native workflow: the implementation's own classes next to HF's.
 HF_TIED = "hf_tied"
 HF_LOGITS = "hf_logits"
@@ -83,6 +85,7 @@ class Workflow:
     standalone: bool  # a standalone repro script can replay it with the libraries alone
     unties_base: bool = False  # the model under test is the base untied by hand (never tied)
     tie_states: bool = True  # it takes a base in every tie state (storage apart from what the flags rule)
+    resizes: str = ""  # the base's vocabulary grows first, new rows by this init: "mean" or "normal"
 
 
 def workflow(
@@ -92,8 +95,9 @@ def workflow(
     standalone: bool = True,
     unties_base: bool = False,
     tie_states: bool = True,
+    resizes: str = "",
 ) -> Workflow:
-    return Workflow(name, about, frozenset(produces), standalone, unties_base, tie_states)
+    return Workflow(name, about, frozenset(produces), standalone, unties_base, tie_states, resizes)
 
 
 WORKFLOWS: dict[str, Workflow] = {
@@ -107,6 +111,31 @@ WORKFLOWS: dict[str, Workflow] = {
             GAP_MERGED,
             SAVED_MATRICES,
             *RELOAD,
+        ),
+        workflow(
+            "resize-merge",
+            "resize_token_embeddings (new rows: the mean init, HF's default) -> the merge workflow",
+            *ADAPTER,
+            RESIZED,
+            MERGED_LOGITS,
+            GAP_MERGED,
+            SAVED_MATRICES,
+            *RELOAD,
+            standalone=False,
+            resizes="mean",
+        ),
+        *(
+            workflow(
+                name,
+                f"resize_token_embeddings (new rows: the {init} init) -> save_pretrained -> from_pretrained",
+                *NOISE,
+                RESIZED,
+                SAVED_MATRICES,
+                *RELOAD,
+                standalone=False,
+                resizes=init,
+            )
+            for name, init in (("resize", "mean"), ("resize-normal", "normal"))
         ),
         workflow(
             "adapter",
@@ -193,6 +222,7 @@ CHECK_NEEDS: dict[str, frozenset[str]] = {
         ),
         "hf-checkpoint-load": (HF_CHECKPOINT_TIED, HF_CHECKPOINT_LOGITS, HF_LOGITS, HF_TIED),
         "weights-kept": (SAVED_MATRICES, RELOADED_MATRICES),
+        "resize-keeps-weights": (RESIZED,),
     }.items()
 }
 

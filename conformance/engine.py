@@ -291,7 +291,11 @@ class Engine:
 
     def _judge(self, record: Record, check: Any, run: CaseRun, context: Any) -> None:
         needs = check.needs
-        missing = [n for n in needs if n not in run.artifacts]
+        rule = oracles.tolerances().rule(check.name)
+        scaled = rule is not None and rule.factor is not None
+        # A scaled check needs its noise floor too: a case stopped before the floor was measured (a refusal
+        # at the wrap, after a resize the check could read) has no tolerance to judge it with.
+        missing = [n for n in (*needs, *([check.floor] if scaled else [])) if n not in run.artifacts]
         if missing:
             failure = run.failure
             if failure is None:
@@ -302,13 +306,9 @@ class Engine:
             record.warnings = [self._clean(w) for w in run.capture.tie_warnings(failure.index)]
             return
         horizon = max(run.made_in[n] for n in needs)
-        rule = oracles.tolerances().rule(check.name)
         tol = None
         if rule is not None:
-            floor = run.artifacts.get(check.floor) if rule.factor is not None else None
-            if rule.factor is not None and floor is None:
-                record.outcome, record.detail = outcomes.CRASHED, f"suite error: no noise floor {check.floor}"
-                return
+            floor = run.artifacts[check.floor] if scaled else None
             tol = rounded(rule.at(record.computed_in, floor))
             record.tolerance, record.noise_floor, record.tolerance_factor = tol, rounded(floor), rule.factor
         try:

@@ -30,6 +30,7 @@ _ROW_FIELDS = {
     "autocast",
     "tie_states",
     "families",
+    "workflows",
     "device",
     "runner",
     "why",
@@ -62,6 +63,7 @@ class Row:
     autocast: str = ""  # PEFT's autocast_adapter_dtype in half precision: on (default), off or both
     tie_states: str = ""  # natural (default) or all: also each flag combination's other storage
     families: tuple[str, ...] = ()  # the families it runs (default every family)
+    workflows: tuple[str, ...] = ()  # the workflows it runs (default every workflow of its implementations)
     device: str = ""  # cpu (default) or cuda
     runner: str = ""  # the nightly job's runner label (default ubuntu-latest; a GPU row names a GPU runner)
     needs: str = ""  # a host the specs download from
@@ -77,12 +79,14 @@ class Row:
         return [name.strip() for name in self.dtype.split(",") if name.strip()]
 
     def run_options(self) -> str:
-        """The `run` options of its precisions and device (empty for a float32 CPU row)."""
-        dtypes = "".join(f" --dtype {name}" for name in self.dtypes)
-        autocast = f" --autocast {self.autocast}" if self.autocast else ""
-        states = f" --tie-states {self.tie_states}" if self.tie_states else ""
-        families = "".join(f" --family {name}" for name in self.families)
-        return dtypes + autocast + states + families + (f" --device {self.device}" if self.device else "")
+        """The `run` options of the row's selection (empty for a default one: float32 on CPU, everything)."""
+        options = [f"--dtype {name}" for name in self.dtypes]
+        options += [f"--autocast {self.autocast}"] if self.autocast else []
+        options += [f"--tie-states {self.tie_states}"] if self.tie_states else []
+        options += [f"--family {name}" for name in self.families]
+        options += [f"--workflow {name}" for name in self.workflows]
+        options += [f"--device {self.device}"] if self.device else []
+        return "".join(f" {option}" for option in options)
 
     def unreachable(self, timeout: float = 3.0) -> str | None:
         """Why this row cannot be built here (its host does not answer), or None."""
@@ -124,7 +128,13 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
         _fields(raw, _ROW_FIELDS, where, required=("name", "why"))
         if not _NAME.fullmatch(raw["name"]) or raw["name"] in rows:
             raise MatrixError(f"{where}.name: {raw['name']!r} is not a new name of a-z, 0-9, '.' and '-'")
-        row = Row(**{**raw, "families": tuple(raw.get("families", ()))})
+        row = Row(
+            **{
+                **raw,
+                "families": tuple(raw.get("families", ())),
+                "workflows": tuple(raw.get("workflows", ())),
+            }
+        )
         wrong = [name for name in row.dtypes if name not in _DTYPES]
         if wrong:
             raise MatrixError(f"{where}.dtype: unknown dtype {wrong[0]!r}; known: {', '.join(_DTYPES)}")
@@ -159,9 +169,10 @@ def _fields(raw: object, allowed: set[str], where: str, required: tuple[str, ...
         if not raw.get(key):
             raise MatrixError(f"{where}.{key}: required field is missing")
     for key, value in raw.items():
-        names = key == "families" and isinstance(value, list) and all(isinstance(v, str) for v in value)
-        if not names and (key == "families" or not isinstance(value, str)):
-            wanted = "a list of family names" if key == "families" else "a string"
+        lists = ("families", "workflows")
+        names = key in lists and isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not names and (key in lists or not isinstance(value, str)):
+            wanted = f"a list of {key}" if key in lists else "a string"
             raise MatrixError(f"{where}.{key}: expected {wanted}, got {value!r}")
 
 

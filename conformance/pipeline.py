@@ -207,6 +207,32 @@ def runner(
     return run
 
 
+# How many rows resize_token_embeddings adds (a tokenizer's new special tokens, say).
+RESIZE_BY = 8
+
+
+@dataclass(frozen=True)
+class Resized:
+    """What resize_token_embeddings did to the rows a model had: probed matrices and tie, before and after."""
+
+    before: tuple[torch.Tensor, torch.Tensor]
+    after: tuple[torch.Tensor, torch.Tensor]  # the old rows only
+    tied_before: bool
+    tied_after: bool
+
+
+def resize(run: CaseRun, model: torch.nn.Module, init: str) -> int:
+    """resize_token_embeddings by RESIZE_BY rows with `init` ("mean" or "normal"); returns the new size."""
+    with run.step("resize"):
+        vocab = model.config.get_text_config().vocab_size
+        before, tied_before = effective.probe(model, vocab), is_tied(model)
+        torch.manual_seed(run.case.seed)  # the new rows are drawn from the global RNG
+        model.resize_token_embeddings(vocab + RESIZE_BY, mean_resizing=init == "mean")
+        rows, cols = effective.probe(model, vocab)
+        run.put(contract.RESIZED, Resized(before, (rows, cols[:vocab]), tied_before, is_tied(model)))
+        return vocab + RESIZE_BY
+
+
 def merge_save_reload(
     run: CaseRun, model: torch.nn.Module, family: Family, folder: Path, ids: torch.Tensor, dtype: torch.dtype
 ) -> None:

@@ -13,7 +13,7 @@ from conformance.implementations.base import Implementation
 from conformance.pipeline import CaseRun, Workspace, logits
 from conformance.recipes import Recipe
 
-WORKFLOWS = ("merge", "adapter", "untie-first")
+WORKFLOWS = ("merge", "adapter", "untie-first", "resize-merge")
 
 
 @dataclass
@@ -54,6 +54,13 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
             run.put(contract.BASE_CHECKPOINT, base_dir)
         run.put(contract.BASE_LOGITS, workspace.logits(base_key, base, ids))
 
+    config = case.config  # the knobs of the model under test (its vocabulary grows with a resize)
+    init = contract.WORKFLOWS[case.workflow].resizes
+    if init:
+        vocab = pipeline.resize(run, base, init)
+        config = {**config, "vocab_size": vocab}
+        run.put(contract.BASE_LOGITS, logits(base, ids))
+
     if contract.WORKFLOWS[case.workflow].unties_base:
         with run.step("untie"):
             # The documented workaround: load untied, then give lm_head its own copy of the embedding.
@@ -83,9 +90,9 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     with run.step("reference"):
         found = effective.collect(model)
         weights = effective.effective_weights(found, base_weights, recipe, embed_path, head_path, tied)
-        reference_key = (case.family, case.knobs, "reference", case.seed, str(dtype))
+        reference_key = (case.family, tuple(config.items()), "reference", case.seed, str(dtype))
         reference = workspace.shared(
-            reference_key, lambda: family.build(case.config, pipeline.untied_flags(family), case.seed, dtype)
+            reference_key, lambda: family.build(config, pipeline.untied_flags(family), case.seed, dtype)
         )
         state = {**base_weights, **{k: v.to(dtype) for k, v in weights.items()}}
         reference.load_state_dict(state, strict=True)

@@ -83,6 +83,21 @@ def _weights_kept(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> 
     return Measurement(not problems, worst, detail)
 
 
+def _resize_keeps_weights(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    resized = art[contract.RESIZED]
+    worst, problems = 0.0, []
+    for word, before, after in zip(_MATRIX_WORDS, resized.before, resized.after, strict=True):
+        gap = diff(before, after)
+        worst = max(worst, gap)
+        if gap > tol:
+            problems.append(f"the {word}'s old rows changed (max |Δ| {gap:.3g})")
+    if resized.tied_before != resized.tied_after:
+        was, now = (tie_word(t) for t in (resized.tied_before, resized.tied_after))
+        problems.append(f"the head was {was} before the resize and is {now} after")
+    detail = "; ".join(problems) or f"old rows and tie kept (max |Δ| {worst:.3g})"
+    return Measurement(not problems, worst, detail + (f" (tolerance {tol:g})" if problems else ""))
+
+
 def _only_ewt_on_tied(ctx: CheckContext) -> str | None:
     if not ctx.ensure_weight_tying:
         return "applies only where ensure_weight_tying was asked for"
@@ -131,6 +146,12 @@ CHECKS: tuple[Check, ...] = (
         not_applicable=_only_ewt_on_tied,
         # Gaps are matrix entries: in half precision a correct tie shows the rounding of the embedding
         # scale (Gemma), which the probed matrices' own noise measures.
+        floor=contract.PROBE_NOISE,
+    ),
+    Check(
+        "resize-keeps-weights",
+        "resize_token_embeddings keeps every old row of embedding and head, and their tie as it was",
+        _resize_keeps_weights,
         floor=contract.PROBE_NOISE,
     ),
     Check(

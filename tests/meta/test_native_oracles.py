@@ -78,3 +78,16 @@ def test_weights_kept_names_the_layer_and_the_load():
     assert not lost.passed and "reload: head max |Δ| 0.5" in lost.detail and lost.max_abs_diff == 0.5
     own = kept.evaluate({**art, "own_reload_matrices": (saved[0] + 1, saved[1])}, 1e-5, _context(True))
     assert not own.passed and "own reload: embedding" in own.detail and "HF reload" not in own.detail
+
+
+def test_resize_keeps_weights_names_the_overwritten_layer_and_the_tie():
+    from conformance.pipeline import Resized
+
+    check = CHECKS["resize-keeps-weights"]
+    rows, cols = torch.zeros(4, 2), torch.ones(4, 2)
+    kept = Resized((rows, cols), (rows, cols), tied_before=False, tied_after=False)
+    assert check.evaluate({"resized": kept}, 1e-5, _context(True)).passed
+    retied = Resized((rows, cols), (rows, rows), tied_before=False, tied_after=True)
+    got = check.evaluate({"resized": retied}, 1e-5, _context(True))
+    assert not got.passed and got.max_abs_diff == 1.0
+    assert "the head's old rows changed" in got.detail and "untied before the resize and is tied after" in got.detail
