@@ -70,6 +70,10 @@ class Case:
             return f"{self.workflow} is the workaround for tied bases; this base's head is already its own"
         if self.flags.storage and not workflow.tie_states:
             return f"{self.workflow} starts from a config, not from weights: storage states do not apply"
+        if self.workflow.startswith("layout-"):
+            from conformance import layouts
+
+            return layouts.pointless(self.family_def(), self.flags, self.workflow)
         return None
 
 

@@ -242,7 +242,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for impl in implementations.REGISTRY.values():
         reason = impl.unavailable()
         print(f"  {impl.name:<16} {'unavailable: ' + reason if reason else impl.about}")
-    print("workflows:", ", ".join(WORKFLOWS))
+    print("workflows:")
+    for name, workflow in WORKFLOWS.items():
+        runs = ", ".join(i.name for i in implementations.REGISTRY.values() if name in i.workflows)
+        print(f"  {name:<20} {workflow.about} [{runs}]")
     return EXIT_OK
 
 

@@ -118,7 +118,8 @@ def plan(selection: Selection) -> list[Case]:
     for dtype in selection.precisions:
         for impl in implementations.selected(selection.implementations):
             for family in (f for f in chosen_families if impl.covers(f)):
-                configs = drawn[family.name] if impl.unavailable() is None else drawn[family.name][:1]
+                runs = impl.unavailable() is None and impl.builds_unavailable(family) is None
+                configs = drawn[family.name] if runs else drawn[family.name][:1]
                 pairs = _recipe_workflows(impl, family, book, selection)
                 states = family.tie_states() if selection.tie_states == "all" else family.flag_combinations()
                 for flags in states:
@@ -248,7 +249,7 @@ class Engine:
 
     def _skip_reason(self, case: Case, impl: Any, family: Any, recipe: Any) -> str | None:
         reason = device.unavailable(self.selection.device) or impl.device_unavailable(self.selection.device)
-        reason = reason or impl.unavailable() or family.unavailable() or impl.family_unavailable(family)
+        reason = reason or impl.unavailable() or family.unavailable() or impl.builds_unavailable(family)
         if reason:
             return reason
         reason = recipe_book.load().skip_reason(recipe)
@@ -383,6 +384,7 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
                 dtype=record.dtype,
                 autocast=record.autocast,
                 storage=flags.storage or "natural",
+                device=(record.device or "cpu").split(" ", 1)[0],
             )
             entry = expectation_set.match(subject)
             if entry is None and record.saved_with is not None:

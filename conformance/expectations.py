@@ -20,7 +20,7 @@ from conformance.precision import DEFAULT, DTYPES
 
 CLASSES = ("bug", "limitation")
 NOT_REPORTED = "not reported upstream"
-_NAME_FIELDS = ("family", "flags", "storage", "recipe", "workflow", "check", "dtype")
+_NAME_FIELDS = ("family", "flags", "storage", "recipe", "workflow", "check", "dtype", "device")
 # How a condition names the tie state's storage (conformance.flags): `natural` where the flags rule it.
 STORAGE_WORDS = ("natural", "apart", "alias")
 _FIELDS = {"id", "when", "outcome", "class", "link", "repro", "reason"}
@@ -44,6 +44,7 @@ class Subject:
     dtype: str = DEFAULT  # the case's precision (conformance.precision)
     storage: str = "natural"  # the tie state's storage (STORAGE_WORDS)
     autocast: bool | None = None  # PEFT's autocast_adapter_dtype, where the case has that axis
+    device: str = "cpu"  # where the models lived: cpu or cuda (conformance.device.DEVICES)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Vocabulary:
     check: tuple[str, ...]
     dtype: tuple[str, ...] = DTYPES
     storage: tuple[str, ...] = STORAGE_WORDS
+    device: tuple[str, ...] = ("cpu", "cuda")
 
 
 def load_file(path: Path, implementation: str, vocab: Vocabulary | None) -> list[Expectation]:

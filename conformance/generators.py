@@ -114,6 +114,7 @@ def gemma3(draw: st.DrawFn) -> Knobs:
 
 STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
     "llama": llama,
+    "llama-remote": llama,
     # Llama's constraints, except that these configs default kv heads to a constant, not the head count.
     "qwen2": lambda: llama(kv_default_is_heads=False),
     "mistral": lambda: llama(kv_default_is_heads=False),

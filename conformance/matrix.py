@@ -72,7 +72,7 @@ class Row:
     def implementations(self) -> list[str]:
         if self.impl:
             return [name.strip() for name in self.impl.split(",")]
-        return ["nemo-automodel"] if self.nemo else ["hf", "peft"]
+        return ["nemo-automodel", "nemo-auto"] if self.nemo else ["hf", "peft"]
 
     @property
     def dtypes(self) -> list[str]:

@@ -28,8 +28,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Package under test -> (the variable naming its candidate, its distribution, its implementation name).
-PACKAGES = {"peft": ("PEFT_SPEC", "peft", "peft"), "nemo": ("NEMO_SPEC", "nemo-automodel", "nemo-automodel")}
+# Package under test -> (the variable naming its candidate, its distribution, its implementations).
+PACKAGES = {
+    "peft": ("PEFT_SPEC", "peft", "peft"),
+    "nemo": ("NEMO_SPEC", "nemo-automodel", "nemo-automodel,nemo-auto"),  # its own classes, its auto class
+}
 EXIT_BAD_INPUT = 2
 
 
@@ -137,8 +140,8 @@ def build(folder: Path, specs: dict[str, str], under_test: str) -> Path:
 
 def run_side(python: Path, out: Path, under_test: str, extra: list[str]) -> None:
     families = [f.strip() for f in os.environ.get("GATE_FAMILIES", "").split(",") if f.strip()]
-    impl = PACKAGES[under_test][2]
-    argv = [str(python), "-m", "conformance", "run", "--impl", impl, "--out", str(out)]
+    impls = [arg for impl in PACKAGES[under_test][2].split(",") for arg in ("--impl", impl)]
+    argv = [str(python), "-m", "conformance", "run", *impls, "--out", str(out)]
     argv += [arg for family in families for arg in ("--family", family)] + extra
     done = subprocess.run(argv, cwd=ROOT)
     # 1 means unexpected outcomes, which is the gate's business, not the run's; 2 is bad input.

@@ -5,7 +5,8 @@
 NeMo Automodel's full dependency set (CUDA kernels, datasets, torchao...) does not install on a CPU
 machine, and the model classes, checkpointer and LoRA code the suite drives need none of it; so the
 package goes in with --no-deps, followed by the transformers version its metadata pins (each release
-is tested on its pin). TRANSFORMERS_SPEC overrides that choice, e.g. to run a release on a newer one.
+is tested on its pin) and torchao (the auto class's module imports it). TRANSFORMERS_SPEC overrides
+that choice, e.g. to run a release on a newer one.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> int:
     wanted = os.environ.get("TRANSFORMERS_SPEC") or pinned_transformers()
     if wanted:
         pip(wanted)
+    # NeMoAutoModelForCausalLM's module imports torchao (its QAT code); pure Python, no CUDA needed.
+    pip("torchao")
     source = "TRANSFORMERS_SPEC" if os.environ.get("TRANSFORMERS_SPEC") else "its pin"
     nemo, transformers = metadata.version("nemo-automodel"), metadata.version("transformers")
     print(f"install_nemo: nemo-automodel {nemo} with transformers {transformers} ({source})")

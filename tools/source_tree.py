@@ -4,13 +4,17 @@
     python tools/source_tree.py peft OUT --revert peft-3126         # ...with PR #3126 taken back out
     python tools/source_tree.py peft OUT --version 0.18.2.dev0      # ...whose version lags its features
     python tools/source_tree.py nemo OUT --revert nemo-2601 --spec nemo-automodel==0.7.0
+    python tools/source_tree.py nemo OUT --git MIRROR.git --commit 1197b6281   # an upstream commit
 
 The package's files come from its released wheel (installed with uv into a scratch folder, no
 dependencies), go into OUT with a pyproject.toml that declares the same name, version (or --version)
 and dependencies, and become a git repository: one commit for the release, one more for each revert,
 as a pull request branch would look. `pip install OUT` or PEFT_SPEC=OUT then installs it from the path.
 Each revert is a real edit of the library's source; it fails with one line if the code it takes out
-is not there (another release may have moved it).
+is not there (another release may have moved it). With --git and --commit the tree is that commit of
+an upstream clone (`git archive`, the project's own pyproject.toml): a fix and its parent exactly as
+their pull request left them, where a clone is at hand (the `fetch` tool's mirrors; CI has none, and
+the gate tests fall back to the release with the fix reverted).
 """
 
 from __future__ import annotations
@@ -69,6 +73,20 @@ REVERTS = {
             ("    def tie_weights(self, *_args", None),
         ),
         "self.lm_head.weight = self.model.language_model.embed_tokens.weight",
+    ),
+    "nemo-2998": Revert(
+        "nemo",
+        "components/models/qwen3_5/model.py",
+        "NeMo Automodel PR #2998: Qwen3.5's VL class re-ties lm_head after swapping in its text backbone",
+        (("        # HF post_init tied lm_head to the pre-swap embedding", "        self.tie_weights()\n"),),
+        "swap above orphaned that alias",
+    ),
+    "nemo-2942": Revert(
+        "nemo",
+        "_transformers/model_init.py",
+        "NeMo Automodel PR #2942: model init re-ties _nemo_tied_weights_keys only where the config says tied",
+        (("    # Only re-tie when the controlling config flag", "        return\n"),),
+        "Only re-tie when the controlling config flag",
     ),
 }
 
@@ -167,6 +185,23 @@ include = ["{module}", "{module}.*"]
     return out
 
 
+def from_git(gitdir: Path, commit: str, out: Path) -> Path:
+    """OUT as a checkout of one commit of an upstream clone, as its pull request's build sees it."""
+    if out.exists() and any(out.iterdir()):
+        raise TreeError(f"{out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", f"--git-dir={gitdir}", "archive", "--format=tar", commit], capture_output=True
+    )
+    if archive.returncode != 0:
+        raise TreeError(f"{gitdir}: cannot archive {commit}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    git(out, "init", "--quiet")
+    git(out, "add", "-A")
+    git(out, "commit", "--quiet", "-m", f"upstream {commit}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package", choices=sorted(PACKAGES))
@@ -174,9 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", help="release to start from (default: the newest)")
     parser.add_argument("--version", help="version string the tree declares (default: the release's)")
     parser.add_argument("--revert", action="append", default=[], choices=sorted(REVERTS))
+    parser.add_argument("--git", type=Path, help="an upstream clone's git directory (with --commit)")
+    parser.add_argument("--commit", help="the commit of --git to check out instead of a release")
     args = parser.parse_args(argv)
+    if bool(args.git) != bool(args.commit):
+        parser.error("--git and --commit go together")
     try:
-        tree = build(args.package, args.out, args.spec, args.version, args.revert)
+        if args.git:
+            tree = from_git(args.git, args.commit, args.out)
+        else:
+            tree = build(args.package, args.out, args.spec, args.version, args.revert)
     except (TreeError, GateError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", None) or exc
         print(f"error: {str(detail).strip().splitlines()[-1]}", file=sys.stderr)

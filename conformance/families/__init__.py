@@ -93,12 +93,20 @@ class Family:
     # of RULES: "top", "text", "either" (tied if either flag says so), "never" (no flag ties it).
     tie_flag_by_version: tuple[tuple[str, str], ...] = ((">=0", "top"),)
     # Extra from_pretrained kwargs every load of this family needs (runtime choices config.json omits).
-    load_kwargs: dict[str, str] = field(default_factory=dict)
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
     # The transformers Auto class that loads a checkpoint of this family (its save → load goes through it).
     auto_class: str = "AutoModelForCausalLM"
     # Half-precision cases' knobs, where the family's own would make logits discontinuous in the weights
     # (top-k routing: rounding noise flips experts, and no tolerance then tells a defect from noise).
     half_precision: Callable[[Knobs], Knobs] | None = field(default=None, repr=False)
+    # Where model_class lives: transformers, or a remote-code module (conformance.families.remote) that
+    # its checkpoints carry and that loads with trust_remote_code.
+    module: str = "transformers"
+    # Remote code written for transformers 4.x (list-form `_tied_weights_keys`): 5.x cannot build it, only
+    # a loader that converts the list can (an implementation declaring `converts_legacy_remote_code`).
+    legacy_remote_code: bool = False
+    # (today's key prefix, the prefix checkpoints of transformers < 4.52 used): the `layout-legacy` renames.
+    legacy_prefixes: tuple[tuple[str, str], ...] = ()
 
     @property
     def knob_codes(self) -> dict[str, str]:
@@ -110,14 +118,30 @@ class Family:
         if not versions.satisfies("transformers", spec, installed):
             have = (installed or versions.installed()).get("transformers", "absent")
             return f"{self.name} needs transformers{self.requires}; installed {have}"
-        import transformers
+        import importlib
 
-        if not hasattr(transformers, self.model_class):
+        if not hasattr(importlib.import_module(self.module), self.model_class):
             return f"transformers {have_version()} has no {self.model_class}"
+        return None
+
+    def legacy_unavailable(self) -> str | None:
+        """Why transformers alone cannot build this family here (remote code of 4.x under 5.x), or None."""
+        five = versions.parse_spec(">=5", "")
+        if self.legacy_remote_code and versions.satisfies("transformers", five, None):
+            return (
+                f"{self.name} is remote code with list-form _tied_weights_keys (transformers 4.x); "
+                f"transformers {have_version()} cannot build it, only a loader that converts the list "
+                "(NeMo Automodel's)"
+            )
         return None
 
     def describe(self) -> str:
         """One line for `list`: its class, its flags and which one ties it with the installed transformers."""
+        if self.legacy_remote_code:
+            return (
+                f"{self.model_class}: remote code of transformers 4.x (list-form _tied_weights_keys), "
+                "loaded with trust_remote_code; one flag ties it"
+            )
         if not self.nested:
             return f"{self.model_class}: one flag ties it"
         rule = self.ruling_flag()
@@ -145,9 +169,9 @@ class Family:
         return {APART: False, ALIAS: True}.get(flags.storage, self.expected_tied(flags))
 
     def model_cls(self) -> type:
-        import transformers
+        import importlib
 
-        return getattr(transformers, self.model_class)
+        return getattr(importlib.import_module(self.module), self.model_class)
 
     def config(self, knobs: Knobs, flags: TieFlags) -> Any:
         return self.config_spec(knobs, flags).build()
@@ -248,10 +272,10 @@ def have_version() -> str:
 
 
 def _registry() -> dict[str, Family]:
-    from conformance.families import decoders, gemma, gemma4, llama, multimodal, qwen2, qwen3_5
+    from conformance.families import decoders, gemma, gemma4, llama, multimodal, qwen2, qwen3_5, remote_code
 
     found = {}
-    for module in (llama, gemma, gemma4, qwen2, decoders, qwen3_5, multimodal):
+    for module in (llama, gemma, gemma4, qwen2, decoders, qwen3_5, multimodal, remote_code):
         for family in module.FAMILIES:
             found[family.name] = family
     return found

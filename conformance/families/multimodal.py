@@ -131,6 +131,15 @@ def _qwen2_audio(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
 
 
 _TEXT = dict(TINY_ATTENTION)
+# Key prefixes of checkpoints written before transformers 4.52 moved the text model under `model.`; 5.x
+# still loads them (its conversion mapping), which `layout-legacy` checks.
+_LLAVA_KEYS = (
+    ("model.language_model.", "language_model.model."),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.vision_tower.", "vision_tower."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+)
+_QWEN_VL_KEYS = (("model.language_model.", "model."), ("model.visual.", "visual."))
 _BY_TEXT_FLAG = ("<5.0", "text")
 
 
@@ -157,6 +166,7 @@ FAMILIES = [
         _qwen2_vl,
         _TEXT,
         (_BY_TEXT_FLAG, (">=5.0,<5.16", "top"), (">=5.16", "either")),
+        legacy_prefixes=_QWEN_VL_KEYS,
     ),
     _family(
         "qwen2.5-vl",
@@ -164,6 +174,7 @@ FAMILIES = [
         _qwen2_5_vl,
         _TEXT,
         (_BY_TEXT_FLAG, (">=5.0,<5.16", "top"), (">=5.16", "either")),
+        legacy_prefixes=_QWEN_VL_KEYS,
     ),
     _family(
         "qwen3-vl",
@@ -180,13 +191,21 @@ FAMILIES = [
         ((">=5.0", "top"),),
         requires=">=5.0",
     ),
-    _family("llava", "LlavaForConditionalGeneration", _llava, _TEXT, (_BY_TEXT_FLAG, (">=5.0", "either"))),
+    _family(
+        "llava",
+        "LlavaForConditionalGeneration",
+        _llava,
+        _TEXT,
+        (_BY_TEXT_FLAG, (">=5.0", "either")),
+        legacy_prefixes=_LLAVA_KEYS,
+    ),
     _family(
         "mistral3",
         "Mistral3ForConditionalGeneration",
         _mistral3,
         {**_TEXT, "head_dim": 16},
         (_BY_TEXT_FLAG, (">=5.0", "top")),
+        legacy_prefixes=_LLAVA_KEYS,
     ),
     _family(
         "gemma3",
@@ -194,6 +213,7 @@ FAMILIES = [
         _gemma3,
         {**_TEXT, "head_dim": 16, "sliding_window": 8},
         (_BY_TEXT_FLAG, (">=5.0", "top")),
+        legacy_prefixes=_LLAVA_KEYS,
     ),
     _family(
         "qwen2-audio",

@@ -49,6 +49,9 @@ class Implementation:
     autocast_axis: bool = False
     # Where it can run: a device missing here skips its cases with the reason (conformance.device).
     devices: tuple[str, ...] = ("cpu", "cuda")
+    # Its loader converts the list-form `_tied_weights_keys` of remote code written for transformers 4.x,
+    # so it builds such families where transformers 5 alone cannot (conformance.families.remote_code).
+    converts_legacy_remote_code: bool = False
 
     def __post_init__(self) -> None:
         unknown = [w for w in self.runners if w not in contract.WORKFLOWS]
@@ -75,6 +78,12 @@ class Implementation:
         if name not in self.devices:
             return f"{self.name} runs on {', '.join(self.devices)} only ({self.elsewhere or 'not here'})"
         return None
+
+    def builds_unavailable(self, family: Family) -> str | None:
+        """Why it cannot build `family` with what is installed (a reasoned skip), or None."""
+        if not self.converts_legacy_remote_code and family.legacy_unavailable():
+            return family.legacy_unavailable()
+        return self.family_unavailable(family)
 
     def covers(self, family: Family) -> bool:
         return self.families is None or family.name in self.families

@@ -1,5 +1,6 @@
 """transformers' own classes: the reference; its `native` run is the reference's self-check, and its
-`resize` runs put `resize_token_embeddings` itself under test (in every tie state)."""
+`resize` runs put `resize_token_embeddings` itself under test (in every tie state), its `layout-*` runs
+`from_pretrained` on the checkpoint layouts real checkpoints have (conformance.layouts)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from conformance import contract, effective, families, pipeline
+from conformance import contract, effective, families, layouts, pipeline
 from conformance.implementations import native_workflow as native
 from conformance.implementations.base import Implementation
 from conformance.pipeline import CaseRun, Workspace
@@ -37,6 +38,7 @@ IMPLEMENTATION = Implementation(
         "native": native.runner(native.HFProvider()),
         "resize": pipeline.runner(_resize),
         "resize-normal": pipeline.runner(_resize),
+        **{name: pipeline.runner(layouts.steps) for name in layouts.LAYOUTS},
     },
     order=0,
 )

@@ -31,6 +31,8 @@ CLASSES = {
     "gemma4-moe": "nemo_automodel.components.models.gemma4_moe.model:Gemma4ForConditionalGeneration",
     "llama": "nemo_automodel.components.models.llama.model:LlamaForCausalLM",
     "qwen2": "nemo_automodel.components.models.qwen2.model:Qwen2ForCausalLM",
+    "qwen3.5": "nemo_automodel.components.models.qwen3_5.model:Qwen3_5ForCausalLM",
+    "qwen3.5-vl": "nemo_automodel.components.models.qwen3_5.model:Qwen3_5ForConditionalGeneration",
 }
 # Plain-torch kernels everywhere: the CPU reference path, and what the HF model computes too.
 _BACKEND = {
@@ -112,6 +114,17 @@ def _checkpointer(folder: Path, **options: Any) -> Any:
     return Checkpointer(config, dp_rank=0, tp_rank=0, pp_rank=0)
 
 
+def load_base_model(model: torch.nn.Module, folder: Path) -> None:
+    """An HF-format checkpoint into a NeMo model through NeMo's Checkpointer (as its recipes resume)."""
+    _checkpointer(folder.parent, save_consolidated=False).load_base_model(
+        model,
+        device=torch.device(device.current()),
+        root_dir=str(folder),
+        model_name=str(folder),
+        load_base_model=True,
+    )
+
+
 class NeMoProvider:
     def build(
         self, family: Family, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype
@@ -143,13 +156,7 @@ class NeMoProvider:
         from transformers import AutoConfig
 
         model = self._from_config(family, AutoConfig.from_pretrained(folder), dtype)
-        _checkpointer(folder.parent, save_consolidated=False).load_base_model(
-            model,
-            device=torch.device(device.current()),
-            root_dir=str(folder),
-            model_name=str(folder),
-            load_base_model=True,
-        )
+        load_base_model(model, folder)
         return model
 
     def tie_weights(self, model: torch.nn.Module) -> None:

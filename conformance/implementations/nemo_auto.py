@@ -1,15 +1,22 @@
 """NVIDIA NeMo Automodel's production path: `NeMoAutoModelForCausalLM.from_config` / `from_pretrained`.
 
 What NeMo's users call. The auto class picks NeMo's own class where its registry has the config's
-architecture (Llama, Qwen2, Gemma4's MoE class, ...) and HF's class otherwise, builds on the meta device,
-initialises or loads through NeMo's Checkpointer and re-ties through its own helpers; every step the
-`native` workflow checks against HF. It calls `torch.cuda.current_device()` unconditionally, so it runs
-in the CUDA leg (`--device cuda`) only; on a CPU run its cases are skipped with that reason.
+architecture (Llama, Qwen2, Gemma4's MoE class, ...) and HF's class otherwise, initialises or loads it
+(through HF's from_pretrained, or NeMo's Checkpointer for its own classes) and re-ties through its own
+helpers (`_tie_weights_nemo`); every step the `native` workflow checks against HF. The process first
+gets the compatibility patches NeMo's fine-tuning recipes apply (among them the conversion of list-form
+`_tied_weights_keys` of remote code written for transformers 4.x).
+
+On CUDA it runs the auto class whole. Its `from_pretrained` calls `torch.cuda.current_device()`
+unconditionally, so on CPU it runs what NeMo's own CPU tests drive: `_init_model`, the model init the
+auto class calls (custom class or HF class, then NeMo's re-tie), and NeMo's Checkpointer to load the
+weights of its own classes, as the auto class's infrastructure step does.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +29,8 @@ from conformance.implementations import native_workflow as native
 from conformance.implementations import nemo
 from conformance.implementations.base import SUPPORTED, Implementation
 
-AUTO_CLASS = "nemo_automodel._transformers.auto_model:NeMoAutoModelForCausalLM"
+AUTO_MODULE = "nemo_automodel._transformers.auto_model"
+AUTO_CLASS = f"{AUTO_MODULE}:NeMoAutoModelForCausalLM"
 features.register(
     features.Feature(
         "nemo-auto-class",
@@ -34,12 +42,10 @@ features.register(
 
 
 @functools.cache
-def auto_class() -> Any:
-    module, _, name = AUTO_CLASS.partition(":")
-    import importlib
-
+def auto_class(hf_auto: str) -> Any:
+    """NeMo's auto class for a family's HF one (NeMoAutoModelForImageTextToText for a VL wrapper...)."""
     torch._dynamo.config.disable = True  # as for NeMo's own classes (conformance.implementations.nemo)
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(AUTO_MODULE), f"NeMo{hf_auto}")
 
 
 def _nemo_class(config: Any) -> type | None:
@@ -73,15 +79,48 @@ def _options(family: Family, config: Any, dtype: torch.dtype) -> dict[str, Any]:
     return options
 
 
+@functools.cache
+def _recipe_patches() -> None:
+    """What NeMo's fine-tuning recipes patch into transformers before they build a model, once a process."""
+    from nemo_automodel._transformers.utils import apply_cache_compatibility_patches
+
+    apply_cache_compatibility_patches()
+
+
+def _init_model(source: Any, family: Family, config: Any, dtype: torch.dtype) -> torch.nn.Module:
+    """NeMo's model init as the auto class calls it (CPU): a config or a checkpoint folder in, a model out."""
+    from nemo_automodel._transformers import model_init
+
+    options = _options(family, config, dtype)
+    for name in ("dtype", "attn_implementation", "use_liger_kernel", "use_sdpa_patching"):
+        options.pop(name)
+    cls = auto_class(family.auto_class)
+    custom, model = model_init._init_model(cls, source, "sdpa", dtype, None, False, **options)
+    # NeMo's own classes come out in their config's dtype (bf16 where unset); the auto class casts them to
+    # the requested one before its Checkpointer loads the weights into them, as here.
+    model = model.to(dtype)
+    if custom and isinstance(source, str):
+        nemo.load_base_model(model, Path(source))
+    return model
+
+
 class AutoProvider:
     """The auto class for build and load; NeMo's Checkpointer to save (as NeMoProvider)."""
 
     def build(
         self, family: Family, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype
     ) -> torch.nn.Module:
+        _recipe_patches()
         torch.manual_seed(seed)
         config = _configured(family, knobs, flags)
-        model = auto_class().from_config(config, **_options(family, config, dtype))
+        if device.current() == "cpu":
+            # The auto class builds NeMo's classes on the meta device and computes their buffers (Gemma's
+            # embedding scale...) in the requested dtype when it materialises them; built eagerly here,
+            # they would be computed in NeMo's default (bf16) unless the config names the dtype.
+            for part in {id(c): c for c in (config, config.get_text_config())}.values():
+                part.dtype = dtype
+            return _init_model(config, family, config, dtype).eval()
+        model = auto_class(family.auto_class).from_config(config, **_options(family, config, dtype))
         return device.place(model).eval()
 
     def load_hf_weights(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -93,16 +132,30 @@ class AutoProvider:
     def load(self, family: Family, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(folder)
-        model = auto_class().from_pretrained(str(folder), **_options(family, config, dtype))
+        _recipe_patches()
+        config = AutoConfig.from_pretrained(folder, **family.load_kwargs)
+        if device.current() == "cpu":
+            return _init_model(str(folder), family, config, dtype).eval()
+        model = auto_class(family.auto_class).from_pretrained(str(folder), **_options(family, config, dtype))
         return device.place(model).eval()
 
     def tie_weights(self, model: torch.nn.Module) -> None:
         model.tie_weights()
 
 
+PROVIDER = AutoProvider()
+
+
+def _native(case: Any, recipe: Any, dtype: torch.dtype, workspace: Any) -> Any:
+    _recipe_patches()  # before the HF reference is built: the process is NeMo's throughout
+    return native.run(case, PROVIDER, dtype, workspace)
+
+
 def unavailable(family: Family) -> str | None:
-    return features.missing("nemo-auto-class")
+    missing = features.missing("nemo-auto-class")
+    if missing is None and not hasattr(importlib.import_module(AUTO_MODULE), f"NeMo{family.auto_class}"):
+        return f"{nemo.PACKAGE} has no NeMo{family.auto_class}"
+    return missing
 
 
 def support(family: Family, flags: TieFlags) -> str:
@@ -115,12 +168,12 @@ IMPLEMENTATION = Implementation(
     name="nemo-auto",
     package=nemo.PACKAGE,
     about="NeMo Automodel's NeMoAutoModelForCausalLM (from_config, from_pretrained): its production path",
-    runners={"native": native.runner(AutoProvider())},
+    runners={"native": _native},
     order=2,
     recipes_of=(nemo.IMPLEMENTATION.name,),
     family_unavailable=unavailable,
     support=support,
-    devices=("cuda",),
-    elsewhere="the CUDA leg runs it (`tox -e gpu` with nemo-automodel and torchao installed)",
+    converts_legacy_remote_code=True,
+    elsewhere="`tox -e nemo` runs it on CPU (its model init); the CUDA leg runs the whole auto class",
     test_marker="nemo",
 )

@@ -27,10 +27,12 @@ pytestmark = pytest.mark.gate
 EXIT_OK, EXIT_REGRESSION = 0, 1
 
 
-def gate(out: Path, package: str, spec: Path, families: str, baseline: Path | None = None):
+def gate(out: Path, package: str, spec: Path, families: str, baseline: Path | None = None,
+         extra_env: dict[str, str] | None = None):  # fmt: skip
     """tools/gate.py with the candidate from a path; returns (exit code, output)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PEFT_SPEC", "NEMO_SPEC", "GATE_BASELINE_SPEC")}
     env.update({f"{package.upper()}_SPEC": str(spec), "GATE_FAMILIES": families, "GATE_OUT": str(out)})
+    env.update(extra_env or {})
     if baseline is not None:
         env["GATE_BASELINE_RESULTS"] = str(baseline)
     done = subprocess.run(
@@ -133,14 +135,23 @@ def test_a_tree_whose_version_lags_its_features_runs_every_recipe(peft_runs):
     assert not [r for r in records if r["expected"] in ("ewt-mts-head-crashes", "ewt-mts-both-not-tied")]
 
 
+NEMO_FAMILIES = "gemma4-moe,qwen3.5-vl,llama-remote"
+
+
 @pytest.fixture(scope="module")
 def nemo_runs(tmp_path_factory):
+    """Gate runs of NeMo trees against the newest release: PRs #2601, #2942 and #2998 each taken back out."""
     top = tmp_path_factory.mktemp("nemo-gate")
-    reverted = source_tree.build("nemo", top / "tree-reverted", reverts=["nemo-2601"])
-    unmodified = source_tree.build("nemo", top / "tree-unmodified")
-    runs = {"reverted": gate(top / "reverted", "nemo", reverted, "gemma4-moe")}
+    trees = {
+        "reverted": source_tree.build("nemo", top / "tree-reverted", reverts=["nemo-2601"]),
+        "reverted-2942": source_tree.build("nemo", top / "tree-reverted-2942", reverts=["nemo-2942"]),
+        "reverted-2998": source_tree.build("nemo", top / "tree-reverted-2998", reverts=["nemo-2998"]),
+        "unmodified": source_tree.build("nemo", top / "tree-unmodified"),
+    }
+    runs = {"reverted": gate(top / "reverted", "nemo", trees["reverted"], NEMO_FAMILIES)}
     baseline = top / "reverted" / "baseline" / "results.jsonl"
-    runs["unmodified"] = gate(top / "unmodified", "nemo", unmodified, "gemma4-moe", baseline=baseline)
+    for name in ("reverted-2942", "reverted-2998", "unmodified"):
+        runs[name] = gate(top / name, "nemo", trees[name], NEMO_FAMILIES, baseline=baseline)
     return runs
 
 
@@ -152,8 +163,58 @@ def test_reverted_nemo_tree_fails_the_gate_naming_the_cells(nemo_runs):
     for flags in ("tT-xT", "tT-xF"):
         prefix = f"nemo-automodel-gemma4-moe-{flags}-no_adapter-native@"
         assert any(c.startswith(prefix) and c.endswith("tie-status:") for c in cells), (prefix, cells)
+    assert all("-gemma4-moe-" in c for c in cells), cells
+
+
+def test_nemo_qwen3_5_vl_class_without_its_retie_fails_the_gate(nemo_runs):
+    """NeMo Automodel PR #2998: Qwen3.5's VL class swaps in its text backbone after HF's post_init tie."""
+    code, output = nemo_runs["reverted-2998"]
+    assert code == EXIT_REGRESSION, output[-3000:]
+    cells = section(output)
+    for flags in ("tT-xT", "tT-xF"):  # tied by the top-level flag: lm_head stays on the orphaned embedding
+        prefix = f"nemo-automodel-qwen3.5-vl-{flags}-no_adapter-native@"
+        assert any(c.startswith(prefix) and c.endswith("tie-status:") for c in cells), (prefix, cells)
+    assert all("-qwen3.5-vl-tT-" in c for c in cells), cells  # untied configs and Gemma4 are untouched
+
+
+def test_nemo_init_that_reties_untied_remote_code_fails_the_gate(nemo_runs):
+    """NeMo Automodel PR #2942: its model init re-tied every model with list-form _tied_weights_keys."""
+    code, output = nemo_runs["reverted-2942"]
+    assert code == EXIT_REGRESSION, output[-3000:]
+    cells = section(output)
+    # Untied by its config, the remote-code Llama comes out of NeMo's init (the auto class) tied.
+    prefix = "nemo-auto-llama-remote-tF-no_adapter-native@"
+    for check in ("tie-status:", "hf-checkpoint-load:"):
+        assert any(c.startswith(prefix) and c.endswith(check) for c in cells), (check, cells)
+    assert all(c.startswith("nemo-auto-llama-remote-tF-") for c in cells), cells
 
 
 def test_unmodified_nemo_tree_passes_the_gate(nemo_runs):
     code, output = nemo_runs["unmodified"]
     assert code == EXIT_OK, output[-3000:]
+
+
+# The fix and its parent exactly as upstream has them, where a clone of NVIDIA-NeMo/Automodel is given
+# (NEMO_AUTOMODEL_GIT: its git directory; the `fetch` tool's mirror has one). Both say 0.5.0 and pin
+# transformers 5.12.1, so each side installs its own tree with that pin.
+UPSTREAM = {  # change -> (parent, fix, the families that show it, what every regressed cell names)
+    # NeMo's init re-tied an untied remote-code model (list-form _tied_weights_keys) to its embedding.
+    "nemo-2942": ("ef3f38471", "1197b6281", "llama-remote,llama", "nemo-auto-llama-remote-tF-"),
+    # Qwen3.5's VL class left lm_head on the embedding its swapped-out text model had.
+    "nemo-2998": ("90ae61715", "59eca0131", "qwen3.5-vl,qwen3.5", "nemo-automodel-qwen3.5-vl-tT-"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(UPSTREAM))
+def test_upstream_fix_and_parent_are_told_apart(change, tmp_path):
+    gitdir = os.environ.get("NEMO_AUTOMODEL_GIT")
+    if not gitdir:
+        pytest.skip("NEMO_AUTOMODEL_GIT names no clone of NVIDIA-NeMo/Automodel (the release tests cover it)")
+    parent, fix, families, named = UPSTREAM[change]
+    trees = {c: source_tree.from_git(Path(gitdir), c, tmp_path / f"tree-{c}") for c in (parent, fix)}
+    env_fix = {"GATE_BASELINE_SPEC": str(trees[fix]), "GATE_ENVS": str(ROOT / ".tox" / "gate" / "upstream")}
+    code, output = gate(tmp_path / "out", "nemo", trees[parent], families, extra_env=env_fix)
+    assert code == EXIT_REGRESSION, output[-3000:]
+    cells = section(output)
+    assert cells and all(c.startswith(named) for c in cells), cells
+    assert any(c.endswith("tie-status:") for c in cells), cells

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from conformance import cases, families, generators, precision
 from conformance.flags import TieFlags, combinations
 
-RUNNABLE = [f for f in families.all_families() if f.unavailable() is None]
+# Families transformers alone builds here (remote code of 4.x needs a converting loader under 5.x).
+RUNNABLE = [f for f in families.all_families() if f.unavailable() is None and f.legacy_unavailable() is None]
 
 
 @pytest.mark.parametrize("family", RUNNABLE, ids=lambda f: f.name)

@@ -99,3 +99,43 @@ def test_a_hang_inside_nemo_is_stopped_at_the_case_time_limit(tmp_path, monkeypa
     assert_timed_out([r for r in records if r["case_id"].startswith("nemo-automodel-llama-tF-")])
     tied = [r for r in records if r["case_id"].startswith("nemo-automodel-llama-tT-")]
     assert tied and all(r["outcome"] == PASS for r in tied), tied
+
+
+def _auto(family: str, flags: TieFlags) -> dict:
+    return fresh_records("nemo-auto", family, flags, "no_adapter", "native")
+
+
+def test_nemo_init_that_reties_by_its_key_list_fails_on_untied_remote_code(monkeypatch):
+    """The class of NeMo Automodel #2941: the model init re-ties by `_nemo_tied_weights_keys` alone."""
+    from nemo_automodel._transformers import model_init
+
+    untied = TieFlags(False)
+    control = _auto("llama-remote", untied)
+    if control["tie-status"].verdict == EXPECTED:
+        pytest.skip(f"this release has the bug itself ({control['tie-status'].expected})")
+    assert control["tie-status"].outcome == PASS and control["hf-checkpoint-load"].outcome == PASS
+
+    def retie_by_keys(model):  # the pre-#2942 helper: whatever the config says
+        for key, source in getattr(model, "_nemo_tied_weights_keys", {}).items():
+            head, embedding = (model.get_submodule(k.rsplit(".", 1)[0]) for k in (key, source))
+            head.weight = embedding.weight
+
+    monkeypatch.setattr(model_init, "_tie_weights_nemo", retie_by_keys)
+    broken = _auto("llama-remote", untied)
+    assert broken["tie-status"].verdict == UNEXPECTED and "HF's is untied" in broken["tie-status"].detail
+    assert broken["hf-checkpoint-load"].outcome != PASS, "the untied checkpoint's head must be lost on load"
+
+
+def test_remote_code_of_transformers_4_runs_only_where_the_list_is_converted():
+    family = families.get("llama-remote")
+    reason = family.legacy_unavailable()
+    import transformers
+
+    if transformers.__version__.startswith("4."):
+        assert reason is None
+        return
+    assert reason and "list-form _tied_weights_keys" in reason
+    from conformance import implementations
+
+    assert implementations.get("hf").builds_unavailable(family) == reason
+    assert implementations.get("nemo-auto").builds_unavailable(family) is None

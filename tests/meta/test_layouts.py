@@ -1,0 +1,93 @@
+"""Checkpoint layouts (conformance.layouts): what real checkpoints hold, loaded by from_pretrained.
+
+The layout-load check must pass on what transformers does today, and fail where a loader gives a module
+another key's tensor, or leaves a key out silently.
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+from conformance import layouts
+from conformance.expectations import UNEXPECTED
+from conformance.flags import TieFlags
+from conformance.oracles.base import CheckContext
+from conformance.outcomes import PASS, SKIPPED
+from conformance.testing import fresh_records
+
+
+def _layout(family: str, flags: TieFlags, layout: str) -> dict:
+    return fresh_records("hf", family, flags, "no_adapter", layout)
+
+
+def test_every_layout_loads_each_module_from_its_key_on_a_flat_and_a_vl_family():
+    for family, flags in (
+        ("llama", TieFlags(True)),
+        ("llama", TieFlags(False)),
+        ("llava", TieFlags(True, False)),
+    ):
+        for layout in layouts.LAYOUTS:
+            got = _layout(family, flags, layout)["layout-load"]
+            assert got.outcome in (PASS, SKIPPED), (family, flags.id, layout, got.detail)
+
+
+def test_the_legacy_layout_really_renames_and_still_loads(tmp_path):
+    from conformance import families
+
+    llava = families.get("llava")
+    model = llava.build(llava.canonical, TieFlags(False, False), 0, torch.float32)
+    keys, _ = layouts.write(model, tmp_path / "n", tmp_path / "l", layouts.LAYOUTS["layout-legacy"], llava, 0)
+    today = layouts.write(model, tmp_path / "n2", tmp_path / "b", layouts.LAYOUTS["layout-both"], llava, 0)[0]
+    assert keys["embedding"] != today["embedding"] and keys["head"] != today["head"]
+
+
+def test_a_loader_that_ties_to_a_copy_fails_layout_embed(monkeypatch):
+    # A tied checkpoint holds the embedding only; a loader whose tie hands the head other values is caught.
+    original = transformers.PreTrainedModel.tie_weights
+
+    def tie_to_a_copy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        head = self.get_output_embeddings()
+        if head is not None and not head.weight.is_meta:
+            head.weight = torch.nn.Parameter(head.weight.detach() + 1)
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "tie_weights", tie_to_a_copy)
+    got = _layout("llama", TieFlags(True), "layout-embed")["layout-load"]
+    assert got.outcome != PASS and got.verdict == UNEXPECTED
+    assert "the head is not the checkpoint's model.embed_tokens.weight" in got.detail
+
+
+def _loaded(present: dict, loaded: dict, rule_tied: bool, missing=()) -> layouts.LoadedLayout:
+    written = {"embedding": torch.zeros(4, 2), "head": torch.ones(4, 2)}
+    return layouts.LoadedLayout(
+        keys={"embedding": "model.embed_tokens.weight", "head": "lm_head.weight"},
+        params={"embedding": "model.embed_tokens.weight", "head": "lm_head.weight"},
+        present=present,
+        written={m: v for m, v in written.items() if present[m]},
+        loaded={m: written[v] for m, v in loaded.items()},
+        rule_tied=rule_tied,
+        missing=tuple(missing),
+    )
+
+
+def _judge(got: layouts.LoadedLayout):
+    from conformance import families, oracles
+
+    ctx = CheckContext(families.get("llama"), "layout-both", False, False)
+    return oracles.get("layout-load").evaluate({layouts.LAYOUT_LOAD: got}, None, ctx)
+
+
+def test_the_check_wants_own_keys_then_the_rule_then_a_reported_gap():
+    both = {"embedding": True, "head": True}
+    embed_only = {"embedding": True, "head": False}
+    assert _judge(_loaded(both, {"embedding": "embedding", "head": "head"}, True)).passed
+    # Both keys, tied by the rule: a loader that ties anyway drops the head's own tensor.
+    tied_anyway = _judge(_loaded(both, {"embedding": "embedding", "head": "embedding"}, True))
+    assert not tied_anyway.passed and "the head is not the checkpoint's lm_head.weight" in tied_anyway.detail
+    assert _judge(_loaded(embed_only, {"embedding": "embedding", "head": "embedding"}, True)).passed
+    assert _judge(
+        _loaded(embed_only, {"embedding": "embedding", "head": "head"}, False, ["lm_head.weight"])
+    ).passed
+    silent = _judge(_loaded(embed_only, {"embedding": "embedding", "head": "head"}, False))
+    assert not silent.passed and "no missing key says so" in silent.detail
