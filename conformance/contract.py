@@ -124,6 +124,23 @@ WORKFLOWS: dict[str, Workflow] = {
             standalone=False,
             resizes="mean",
         ),
+        workflow(
+            "merge-resize",
+            "the merge workflow, then resize_token_embeddings on the reloaded model -> save -> reload",
+            *ADAPTER,
+            MERGED_LOGITS,
+            GAP_MERGED,
+            RESIZED,
+            SAVED_MATRICES,
+            SAVED_FLAGS,
+            CHECKPOINT_KEYS,
+            RELOADED_TIED,
+            MISSING_KEYS,
+            GAP_FINAL,
+            RELOADED_MATRICES,
+            standalone=False,
+            resizes="mean",
+        ),
         *(
             workflow(
                 name,

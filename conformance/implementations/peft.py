@@ -13,7 +13,7 @@ from conformance.implementations.base import Implementation
 from conformance.pipeline import CaseRun, Workspace, logits
 from conformance.recipes import Recipe
 
-WORKFLOWS = ("merge", "adapter", "untie-first", "resize-merge")
+WORKFLOWS = ("merge", "adapter", "untie-first", "resize-merge", "merge-resize")
 
 
 @dataclass
@@ -56,7 +56,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
 
     config = case.config  # the knobs of the model under test (its vocabulary grows with a resize)
     init = contract.WORKFLOWS[case.workflow].resizes
-    if init:
+    if init and case.workflow != "merge-resize":  # that one resizes the merged model it reloads
         vocab = pipeline.resize(run, base, init)
         config = {**config, "vocab_size": vocab}
         run.put(contract.BASE_LOGITS, logits(base, ids))
@@ -120,7 +120,33 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
             run.put(contract.GAP_FINAL, effective.tie_gap(loaded, vocab))
         return
 
+    if run.case.workflow == "merge-resize":
+        _merge_then_resize(run, model, family, folder, ids, dtype)
+        return
     pipeline.merge_save_reload(run, model, family, folder, ids, dtype)
+
+
+def _merge_then_resize(
+    run: CaseRun, model: torch.nn.Module, family: families.Family, folder: Path, ids: torch.Tensor,
+    dtype: torch.dtype,
+) -> None:  # fmt: skip
+    """merge -> save -> from_pretrained -> resize_token_embeddings -> save -> from_pretrained: new tokens
+    added to a merged fine-tune, as one does before training it further."""
+    vocab = model.config.get_text_config().vocab_size
+    with run.step("merge"):
+        merged = model.merge_and_unload()
+        run.put(contract.MERGED_LOGITS, logits(merged, ids))
+        run.put(contract.GAP_MERGED, effective.gap(effective.probe(merged, vocab)))
+        merged.save_pretrained(folder / "merged")
+    with run.step("reload-merged"):
+        torch.manual_seed(run.case.seed)
+        reloaded = pipeline.load_hf(folder / "merged", family, dtype).eval()
+    grown = pipeline.resize(run, reloaded, contract.WORKFLOWS[run.case.workflow].resizes)
+    with run.step("save"):
+        run.put(contract.SAVED_MATRICES, effective.probe(reloaded, grown))
+        reloaded.save_pretrained(folder / "resized")
+        pipeline.read_checkpoint(run, folder / "resized", family)
+    pipeline.reload(run, folder / "resized", family, ids, dtype)
 
 
 IMPLEMENTATION = Implementation(
