@@ -100,7 +100,11 @@ def test_bad_arguments_get_one_line_and_exit_2(capsys, argv, words):
             ("reference: {factor: 6, float32: 1.0e-4", "reference: {factor: 6, float32: tiny"),
             "checks.reference.float32",
         ),
-        ("expectations/peft.yaml", ("workflow: merge", "workflow: mrege"), "unknown workflow 'mrege'"),
+        (
+            "expectations/peft.yaml",
+            ("workflow: merge-resize", "workflow: mrege-resize"),
+            "unknown workflow 'mrege-resize'",
+        ),
     ],
 )
 def test_malformed_case_files_name_file_and_field(capsys, cases_copy, file, edit, words):
