@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from conformance import contract, oracles, pipeline
+from conformance import contract, effective, oracles, pipeline
 from conformance.families import Family
 from conformance.oracles.base import Check, CheckContext, Measurement, diff
 from conformance.pipeline import CaseRun, Workspace
@@ -214,10 +214,7 @@ def steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         modules = dict(
             zip(MODULES, (loaded.get_input_embeddings(), loaded.get_output_embeddings()), strict=True)
         )
-        params = {
-            m: next(f"{n}.weight" for n, sub in loaded.named_modules(remove_duplicate=False) if sub is module)
-            for m, module in modules.items()
-        }
+        params = {m: f"{effective.module_path(loaded, module)}.weight" for m, module in modules.items()}
         run.put(
             LAYOUT_LOAD,
             LoadedLayout(

@@ -81,9 +81,8 @@ class Implementation:
 
     def builds_unavailable(self, family: Family) -> str | None:
         """Why it cannot build `family` with what is installed (a reasoned skip), or None."""
-        if not self.converts_legacy_remote_code and family.legacy_unavailable():
-            return family.legacy_unavailable()
-        return self.family_unavailable(family)
+        legacy = None if self.converts_legacy_remote_code else family.legacy_unavailable()
+        return legacy or self.family_unavailable(family)
 
     def covers(self, family: Family) -> bool:
         return self.families is None or family.name in self.families

@@ -125,6 +125,13 @@ def load_base_model(model: torch.nn.Module, folder: Path) -> None:
     )
 
 
+def name_dtype(config: Any, dtype: torch.dtype) -> None:
+    """The dtype in the config and its text config: NeMo's classes build experts, router, weight adapter
+    and buffers (Gemma's embedding scale) in the config's dtype, bf16 where it is unset."""
+    for part in {id(c): c for c in (config, config.get_text_config())}.values():
+        part.dtype = dtype
+
+
 class NeMoProvider:
     def build(
         self, family: Family, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype
@@ -133,9 +140,7 @@ class NeMoProvider:
         return self._from_config(family, family.config(knobs, flags), dtype)
 
     def _from_config(self, family: Family, config: Any, dtype: torch.dtype) -> torch.nn.Module:
-        # NeMo builds experts, router and its weight adapter in the config's dtype (bf16 when unset).
-        for part in {id(c): c for c in (config, config.get_text_config())}.values():
-            part.dtype = dtype
+        name_dtype(config, dtype)
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:

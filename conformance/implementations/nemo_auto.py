@@ -110,15 +110,12 @@ class AutoProvider:
     def build(
         self, family: Family, knobs: Knobs, flags: TieFlags, seed: int, dtype: torch.dtype
     ) -> torch.nn.Module:
-        _recipe_patches()
         torch.manual_seed(seed)
         config = _configured(family, knobs, flags)
         if device.current() == "cpu":
-            # The auto class builds NeMo's classes on the meta device and computes their buffers (Gemma's
-            # embedding scale...) in the requested dtype when it materialises them; built eagerly here,
-            # they would be computed in NeMo's default (bf16) unless the config names the dtype.
-            for part in {id(c): c for c in (config, config.get_text_config())}.values():
-                part.dtype = dtype
+            # The auto class builds NeMo's classes on the meta device and computes their buffers in the
+            # requested dtype when it materialises them; built eagerly here, the config must name it.
+            nemo.name_dtype(config, dtype)
             return _init_model(config, family, config, dtype).eval()
         model = auto_class(family.auto_class).from_config(config, **_options(family, config, dtype))
         return device.place(model).eval()
@@ -132,7 +129,6 @@ class AutoProvider:
     def load(self, family: Family, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
         from transformers import AutoConfig
 
-        _recipe_patches()
         config = AutoConfig.from_pretrained(folder, **family.load_kwargs)
         if device.current() == "cpu":
             return _init_model(str(folder), family, config, dtype).eval()
@@ -147,7 +143,7 @@ PROVIDER = AutoProvider()
 
 
 def _native(case: Any, recipe: Any, dtype: torch.dtype, workspace: Any) -> Any:
-    _recipe_patches()  # before the HF reference is built: the process is NeMo's throughout
+    _recipe_patches()  # before the HF reference and the provider's models: the process is NeMo's throughout
     return native.run(case, PROVIDER, dtype, workspace)
 
 
