@@ -51,12 +51,21 @@ def output_logits(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.logits
 
 
+def forward(model: torch.nn.Module, ids: torch.Tensor) -> Any:
+    """The model's forward on `ids`; an encoder–decoder's decoder reads the same ids, so every name of
+    its tie group (encoder, decoder and head) reaches the logits."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        return model(input_ids=ids, decoder_input_ids=ids)
+    return model(input_ids=ids)
+
+
 def train_step(model: torch.nn.Module, input_ids: torch.Tensor, lr: float = 0.05) -> float:
     """One plain SGD step on next-token loss: a training-like update of every trainable tensor."""
     params = [p for p in model.parameters() if p.requires_grad]
     input_ids = input_ids.to(params[0].device) if params else input_ids
     with torch.enable_grad():
-        logits = output_logits(model(input_ids=input_ids))
+        logits = output_logits(forward(model, input_ids))
         loss = torch.nn.functional.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1)
         )
@@ -140,7 +149,8 @@ def effective_weights(
         layer = layers.get(path)
         if layer is not None and layer not in recipe.touches:
             continue  # untouched: the base matrix, or (shared) the other layer's, decided below
-        layer_rows = rows.get(path.split(".")[-1])
+        # The input embedding's rows whatever it is called (T5's and BART's is `shared`).
+        layer_rows = rows.get(layer or path.split(".")[-1])
         if tensors.tokens is not None and layer_rows is None:
             continue  # trainable tokens without rows of their own: only a shared tie explains them
         out[f"{path}.weight"] = own_weight(base[f"{path}.weight"], tensors, recipe.scaling, layer_rows)

@@ -1,8 +1,9 @@
 """Known non-pass outcomes, as data: cases/expectations/<implementation>.yaml, matched on conditions.
 
 An entry names its conditions (family, flags, storage, tied, recipe, workflow, check, dtype as names or
-globs; autocast; version ranges), the outcome it expects, a class (bug | limitation), an upstream link or
-"not reported upstream" with a one-line repro, and a reason. The first entry whose conditions hold decides.
+globs, "!glob" to leave some out; autocast; version ranges), or a list of such clauses (any of them), the
+outcome it expects, a class (bug | limitation), an upstream link or "not reported upstream" with a
+one-line repro, and a reason. The first entry whose conditions hold decides.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ class Expectation:
         if self.autocast is not None and subject.autocast != self.autocast:
             return False
         for name, globs in self.names.items():
-            value = getattr(subject, name)
-            if not any(fnmatch.fnmatchcase(value, glob) for glob in globs):
+            if not name_matches(getattr(subject, name), globs):
                 return False
         # A cross-version record is matched directly only by entries written for one (naming the saver's
         # versions); the others describe a single environment and reach it through the saver's versions
@@ -94,6 +94,15 @@ class Expectation:
             versions.satisfies(pkg, versions.parse_spec(spec, self.source), found, releases_only=True)
             for pkg, spec in specs.items()
         )
+
+
+def name_matches(value: str, globs: tuple[str, ...]) -> bool:
+    """`value` matches one of the globs and none of the "!glob" exclusions (only exclusions: any other)."""
+    wanted = [g for g in globs if not g.startswith("!")] or ["*"]
+    unwanted = [g[1:] for g in globs if g.startswith("!")]
+    return any(fnmatch.fnmatchcase(value, g) for g in wanted) and not any(
+        fnmatch.fnmatchcase(value, g) for g in unwanted
+    )
 
 
 @dataclass(frozen=True)
@@ -116,20 +125,40 @@ def load_file(path: Path, implementation: str, vocab: Vocabulary | None) -> list
         return []
     top = casefiles.Fields(data, str(path), {"expectations"})
     found = []
+    ids: list[str] = []
     for i, raw in enumerate(top.get("expectations", list, [])):
-        found.append(_parse(raw, f"{path}:expectations[{i}]", implementation, vocab))
-    ids = [e.id for e in found]
-    for i, ident in enumerate(ids):
-        if ident in ids[:i]:
-            raise CaseFileError(f"{path}:expectations[{i}].id", f"duplicate id {ident!r}")
+        parts = _parse(raw, f"{path}:expectations[{i}]", implementation, vocab)
+        if parts[0].id in ids:
+            raise CaseFileError(f"{path}:expectations[{i}].id", f"duplicate id {parts[0].id!r}")
+        ids.append(parts[0].id)
+        found.extend(parts)
     return found
 
 
-def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary | None) -> Expectation:
+def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary | None) -> list[Expectation]:
+    """One entry; a `when` given as a list of clauses (any of them) gives one Expectation per clause,
+    all with the entry's id, so one bug whose cells no single cross product covers stays one entry."""
     entry = casefiles.Fields(raw, where, _FIELDS)
     ident = entry.get("id", str)
-    entry.where = where = f"{where}({ident})"
-    when = casefiles.Fields(entry.get("when", dict), entry.at("when"), _WHEN)
+    entry.where = f"{where}({ident})"
+    raw_when = entry.get("when", (dict, list))
+    if isinstance(raw_when, dict):
+        return [_clause(entry, raw_when, entry.at("when"), implementation, vocab)]
+    if not raw_when:
+        raise CaseFileError(entry.at("when"), "an empty list of clauses matches nothing")
+    return [
+        _clause(entry, clause, f"{entry.at('when')}[{k}]", implementation, vocab)
+        for k, clause in enumerate(raw_when)
+    ]
+
+
+def _clause(
+    entry: casefiles.Fields, raw_when: Any, at: str, implementation: str, vocab: Vocabulary | None
+) -> Expectation:
+    ident, where = entry.get("id", str), entry.where
+    if not isinstance(raw_when, dict):
+        raise CaseFileError(at, f"expected a mapping of conditions, got {type(raw_when).__name__}")
+    when = casefiles.Fields(raw_when, at, _WHEN)
     names: dict[str, tuple[str, ...]] = {}
     for name in _NAME_FIELDS:
         globs = when.names(name, None)
@@ -137,7 +166,7 @@ def _parse(raw: Any, where: str, implementation: str, vocab: Vocabulary | None) 
             continue
         known = getattr(vocab, name) if vocab is not None else None
         for glob in globs if known is not None else ():
-            if not fnmatch.filter(known, glob):
+            if not fnmatch.filter(known, glob.removeprefix("!")):
                 raise UnknownName(name, glob, list(known), when.at(name))
         names[name] = tuple(globs)
     specs = when.get("versions", dict, {})
@@ -212,9 +241,7 @@ class ExpectationSet:
             and not e.saved_with_specs
             and e.versions_match(installed)
             and (
-                ran is None
-                or "recipe" not in e.names
-                or any(fnmatch.filter(ran, g) for g in e.names["recipe"])
+                ran is None or "recipe" not in e.names or any(name_matches(r, e.names["recipe"]) for r in ran)
             )
         ]
 

@@ -112,6 +112,14 @@ def gemma3(draw: st.DrawFn) -> Knobs:
     return knobs
 
 
+@st.composite
+def seq2seq(draw: st.DrawFn) -> Knobs:
+    """An encoder–decoder: Llama's sizes (hidden = head_dim x heads), without kv heads of its own."""
+    knobs = draw(llama())
+    knobs.pop("num_key_value_heads", None)
+    return knobs
+
+
 STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
     "llama": llama,
     "llama-remote": llama,
@@ -134,6 +142,9 @@ STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
     "mistral3": lambda: multimodal(own_head_dim=True),
     "qwen3.5-vl": lambda: multimodal(own_head_dim=True, full_every=True),
     "gemma3": gemma3,
+    "t5": seq2seq,
+    "mt5": seq2seq,
+    "bart": seq2seq,
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,11 @@ class Layout:
     keys: tuple[str, ...]  # which of MODULES have their key in the checkpoint
     legacy: bool = False  # every key under the family's names of transformers < 4.52
     drop: str = ""  # the config.json flag left out: "top" or "text"
+    # The embedding's values only under its other names (an encoder–decoder's per-stack
+    # `encoder.embed_tokens` / `decoder.embed_tokens`), not under its own key, as T5 conversions
+    # (google/madlad400, transformers #48154) hold them; "embedding" in `keys` then means those names,
+    # and every one of them must load the embedding.
+    aliases: str = ""  # "all" of those names, or only the "last" (the decoder's)
 
 
 LAYOUTS = {
@@ -51,6 +56,18 @@ LAYOUTS = {
             "both keys, every tensor in the other generation of VL names (before/after transformers 4.52)",
             ("embedding", "head"),
             legacy=True,
+        ),
+        Layout(
+            "layout-stack-names",
+            "the embedding only under its per-stack names (encoder/decoder embed_tokens), and lm_head",
+            ("embedding", "head"),
+            aliases="all",
+        ),
+        Layout(
+            "layout-decoder-name",
+            "the embedding only as decoder.embed_tokens, and lm_head (T5 conversions: google/madlad400)",
+            ("embedding", "head"),
+            aliases="last",
         ),
         Layout(
             "layout-no-top-flag",
@@ -79,6 +96,9 @@ class LoadedLayout:
     loaded: dict[str, torch.Tensor]  # module -> what from_pretrained gave it
     rule_tied: bool  # the HF rule on the config as loaded (absent flags at their defaults)
     missing: tuple[str, ...]  # from_pretrained's missing keys
+    # The embedding's other names (layout-stack-names): parameter name -> what from_pretrained gave it.
+    aliases: dict[str, torch.Tensor] = field(default_factory=dict)
+    alias_keys: tuple[str, ...] = ()  # which of those names the checkpoint holds
 
 
 contract.declare(
@@ -96,22 +116,35 @@ contract.declare(
 def _layout_load(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
     got: LoadedLayout = art[LAYOUT_LOAD]
     problems, worst = [], 0.0
+
+    def expect(what: str, source: str, want: torch.Tensor, loaded: torch.Tensor) -> None:
+        nonlocal worst
+        gap = diff(want, loaded)
+        worst = max(worst, gap)
+        if gap != 0:
+            problems.append(f"{what} is not the checkpoint's {source} (max |Δ| {gap:.3g})")
+
+    def absent(key: str, param: str) -> None:
+        if param not in got.missing:
+            problems.append(f"{key} is not in the checkpoint, the rule unties it, yet no missing key says so")
+
+    # The embedding's other names (layout-stack-names, -decoder-name): each written one loads the
+    # embedding's values; an absent one is, where the rule ties, the embedding too, else reported missing.
+    for name, tensor in got.aliases.items():
+        if name in got.alias_keys or got.rule_tied:
+            expect(name, got.keys["embedding"], got.written["embedding"], tensor)
+        else:
+            absent(name, name)
     for module, partner in zip(MODULES, reversed(MODULES), strict=True):
         key = got.keys[module]
-        if got.present[module]:
-            source, want = key, got.written[module]
+        if got.present[module] or (got.rule_tied and module == "embedding" and got.alias_keys):
+            source, want = key, got.written[module]  # its key, or (tied) its other names
         elif got.rule_tied:  # tied by the rule: the tensor of the key it is tied to
             source, want = got.keys[partner], got.written[partner]
         else:
-            if got.params[module] not in got.missing:
-                problems.append(
-                    f"{key} is not in the checkpoint, the rule unties it, yet no missing key says so"
-                )
+            absent(key, got.params[module])
             continue
-        gap = diff(want, got.loaded[module])
-        worst = max(worst, gap)
-        if gap != 0:
-            problems.append(f"the {module} is not the checkpoint's {source} (max |Δ| {gap:.3g})")
+        expect(f"the {module}", source, want, got.loaded[module])
     rule = "tied" if got.rule_tied else "untied"
     return Measurement(
         not problems, worst, "; ".join(problems) or f"each module got its tensor ({rule} by the rule)"
@@ -133,6 +166,8 @@ def pointless(family: Family, flags: Any, workflow: str) -> str | None:
     layout = LAYOUTS[workflow]
     if (layout.legacy or layout.drop == "text") and not family.nested:
         return f"{workflow} concerns configs with a text_config; {family.name} has one flag"
+    if layout.aliases and not family.embedding_aliases:
+        return f"{family.name} has no other name for its embedding"
     if layout.legacy and not family.legacy_prefixes:
         return f"{family.name} has no checkpoint layout older than today's in the suite"
     dropped = {"top": flags.top, "text": flags.text}.get(layout.drop, True)
@@ -180,6 +215,13 @@ def write(
     for module in MODULES:
         if module not in layout.keys:
             tensors.pop(names[module])
+    if layout.aliases:  # the embedding's own key out; `written` holds its values under its other names
+        tensors.pop(names["embedding"])
+        for alias in family.embedding_aliases:  # an untied BART of 5.x wrote values of their own there
+            tensors.pop(f"{alias}.weight", None)
+        written = family.embedding_aliases[-1:] if layout.aliases == "last" else family.embedding_aliases
+        tensors.update({f"{alias}.weight": values["embedding"].clone() for alias in written})
+        names["embedding"] = ", ".join(f"{alias}.weight" for alias in written)
     if layout.legacy:  # the other generation of names than this release writes
         forward = not any(names["embedding"].startswith(old) for _, old in family.legacy_prefixes)
         tensors = {_legacy(k, family, forward): v for k, v in tensors.items()}
@@ -220,10 +262,15 @@ def steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
             LoadedLayout(
                 keys=keys,
                 params=params,
-                present={m: m in written for m in MODULES},
+                present={m: m in written and not (m == "embedding" and layout.aliases) for m in MODULES},
                 written=written,
                 loaded={m: module.weight.detach().cpu() for m, module in modules.items()},
                 rule_tied=family.expected_tied(family.flags_of(loaded.config)),
                 missing=tuple(info.get("missing_keys", ())),
+                aliases={
+                    f"{alias}.weight": loaded.get_submodule(alias).weight.detach().cpu()
+                    for alias in (family.embedding_aliases if layout.aliases else ())
+                },
+                alias_keys=tuple(k for k in keys["embedding"].split(", ") if layout.aliases),
             ),
         )

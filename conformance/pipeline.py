@@ -133,7 +133,7 @@ def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The model's logits on `ids`, back on the CPU in float64 whatever device and precision it runs in."""
     where = next(model.parameters()).device
     with torch.no_grad():
-        return effective.output_logits(model(input_ids=ids.to(where))).to(torch.float64).cpu()
+        return effective.output_logits(effective.forward(model, ids.to(where))).to(torch.float64).cpu()
 
 
 def measure_noise(
@@ -159,6 +159,21 @@ def measure_noise(
 
 def untied_flags(family: Family) -> TieFlags:
     return TieFlags(False, False if family.nested else None)
+
+
+def reference_model(
+    family: Family, knobs: dict, flags: TieFlags, seed: int, dtype: torch.dtype
+) -> torch.nn.Module:
+    """A model of `flags`'s config whose every parameter name holds a tensor of its own, whatever the
+    config ties, so the reference's state dict sets each name independently."""
+    model = family.build(knobs, flags, seed, dtype)
+    seen: set[int] = set()
+    for name, param in list(model.named_parameters(remove_duplicate=False)):
+        if id(param) in seen:
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, torch.nn.Parameter(param.detach().clone()))
+        seen.add(id(param))
+    return model
 
 
 def saved_flags(folder: Path, family: Family) -> TieFlags:
@@ -299,9 +314,25 @@ def recipe_rows() -> list[int]:
     from conformance import recipes
 
     book = recipes.load()
+    # Rows counted from the end (new rows after a resize) are placed by `with_rows` once they are known.
     return sorted(
-        {r for recipe in book.recipes.values() for rows in recipe.token_indices().values() for r in rows}
+        {
+            r
+            for recipe in book.recipes.values()
+            for rows in recipe.token_indices().values()
+            for r in rows
+            if r >= 0
+        }
     )
+
+
+def with_rows(ids: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """The probe ids with the second sequence starting at `recipe`'s token rows (resolved: after a resize,
+    the new ones), so the rows it trains reach the logits through the embedding as well as the head."""
+    rows = sorted({r for found in recipe.token_indices().values() for r in found})[: ids.shape[1]]
+    ids = ids.clone()
+    ids[1, : len(rows)] = torch.tensor(rows)
+    return ids
 
 
 def checkpoint_keys(folder: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,27 @@ class Recipe:
             names.extend(tokens)
         return frozenset(n.split(".")[-1] for n in names) & {EMBED, HEAD}
 
+    @property
+    def new_rows(self) -> bool:
+        """Whether its token rows count from the end of the vocabulary (negative indices, as in Python):
+        after a resize, the rows resize_token_embeddings added."""
+        return any(r < 0 for rows in self.token_indices().values() for r in rows)
+
+    def resolved(self, vocab_size: int) -> Recipe:
+        """This recipe with rows counted from the end made absolute for a vocabulary of `vocab_size`."""
+        if not self.new_rows:
+            return self
+        tokens = self.adapter["trainable_token_indices"]
+
+        def absolute(rows: list[int]) -> list[int]:
+            return [r + vocab_size if r < 0 else r for r in rows]
+
+        if isinstance(tokens, list):
+            tokens = absolute(tokens)
+        else:
+            tokens = {name: absolute(rows) for name, rows in tokens.items()}
+        return dataclasses.replace(self, adapter={**self.adapter, "trainable_token_indices": tokens})
+
     def token_indices(self) -> dict[str, list[int]]:
         """Trainable token rows per layer, as the recipe states them (list form means the embedding)."""
         tokens = self.lora.get("trainable_token_indices")
@@ -63,19 +85,30 @@ class Recipe:
         alpha = self.lora.get("lora_alpha", 8)
         return alpha / (r**0.5) if self.lora.get("use_rslora") else alpha / r
 
-    def adapter_kwargs(self) -> dict[str, Any]:
-        """A private deep copy of the adapter config kwargs, for one case.
+    def adapter_kwargs(self, names: dict[str, str] | None = None) -> dict[str, Any]:
+        """A private deep copy of the adapter config kwargs, for one case, module names spelled as the
+        family spells them (`names`: Family.module_names).
 
         Libraries edit the lists they are given: PEFT's ensure_weight_tying rewrites
         modules_to_save=["lm_head"] in place to the embedding's path. On the shared, cached recipe that
         edit would reach every later case in the process, so results would depend on case order.
         """
-        return copy.deepcopy(self.adapter)
+        kwargs = copy.deepcopy(self.adapter)
+        if not names:
+            return kwargs
+        for key in ("target_modules", "modules_to_save"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = [names.get(name, name) for name in kwargs[key]]
+        if isinstance(kwargs.get("trainable_token_indices"), dict):
+            kwargs["trainable_token_indices"] = {
+                names.get(k, k): v for k, v in kwargs["trainable_token_indices"].items()
+            }
+        return kwargs
 
-    def peft_config(self) -> Any:
+    def peft_config(self, names: dict[str, str] | None = None) -> Any:
         from peft import LoraConfig
 
-        return LoraConfig(**(self.adapter_kwargs() if self.kind == "lora" else {}))
+        return LoraConfig(**(self.adapter_kwargs(names) if self.kind == "lora" else {}))
 
     def runs_on(self, implementation: str, family: str) -> bool:
         return implementation in self.implementations and (self.families is None or family in self.families)

@@ -105,8 +105,10 @@ def script(case: Case) -> str:
         "ids": pipeline.inputs(case.config["vocab_size"], case.seed).tolist(),
         "dtype_kwarg": pipeline.dtype_kwarg(),
         "load_kwargs": family.load_kwargs,
-        "ruling": family.ruling_flag() if family.nested else "top",
+        "ruling": family.ruling_flag(),
         "model_class": family.model_class,
+        "auto_class": family.auto_class,
+        "forward_reads_tie_flag": family.forward_reads_tie_flag,
         "flags": case.flags,
         "storage": case.flags.storage,
         "config_source": spec.source(indent=4),
@@ -120,12 +122,12 @@ def script(case: Case) -> str:
         "tied": context.tied,
         "rule": context.rule,
     }
-    pairs = {*spec.imports(), ("transformers", family.model_class), ("transformers", "AutoModelForCausalLM")}
+    pairs = {*spec.imports(), ("transformers", family.model_class), ("transformers", family.auto_class)}
     if case.implementation == "peft":
         pairs |= {("peft", "LoraConfig"), ("peft", "PeftModel"), ("peft", "get_peft_model")}
         values.update(
             package="peft",
-            adapter=pprint.pformat(recipe.adapter_kwargs(), sort_dicts=False),
+            adapter=pprint.pformat(recipe.adapter_kwargs(family.module_names), sort_dicts=False),
             touches=tuple(sorted(recipe.touches)),
             shared=recipe.on_tied_model == "shared",
             rows=recipe.token_indices(),

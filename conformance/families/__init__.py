@@ -90,7 +90,8 @@ class Family:
     canonical: Knobs  # the known-good tiny config, always run first; its keys name every knob, in id order
     config_spec: Callable[[Knobs, TieFlags], ConfigSpec] = field(repr=False)
     # Which flag rules the tie for the installed transformers: list of (version range, rule), the rule one
-    # of RULES: "top", "text", "either" (tied if either flag says so), "never" (no flag ties it).
+    # of RULES: "top", "text", "either" (tied if either flag says so), "never" (no flag ties it),
+    # "always" (tied whatever the flags say: T5's config of 5.x).
     tie_flag_by_version: tuple[tuple[str, str], ...] = ((">=0", "top"),)
     # Extra from_pretrained kwargs every load of this family needs (runtime choices config.json omits).
     load_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +108,14 @@ class Family:
     legacy_remote_code: bool = False
     # (today's key prefix, the prefix checkpoints of transformers < 4.52 used): the `layout-legacy` renames.
     legacy_prefixes: tuple[tuple[str, str], ...] = ()
+    # Modules that are the input embedding under another name (an encoder–decoder's per-stack
+    # embed_tokens): checkpoints may hold the embedding only under these (layout-stack-names).
+    embedding_aliases: tuple[str, ...] = ()
+    # The recipes' module names (Llama's) as this family spells them, where it differs (T5: q_proj -> q).
+    module_names: dict[str, str] = field(default_factory=dict)
+    # The forward itself depends on the tie flag (T5 scales the decoder output only when tied), so the
+    # reference keeps the case's config and unties the storage instead of building an untied config.
+    forward_reads_tie_flag: bool = False
 
     @property
     def knob_codes(self) -> dict[str, str]:
@@ -143,6 +152,8 @@ class Family:
                 "loaded with trust_remote_code; one flag ties it"
             )
         if not self.nested:
+            if self.ruling_flag() == "always":
+                return f"{self.model_class}: tied here whatever its flag says"
             return f"{self.model_class}: one flag ties it"
         rule = self.ruling_flag()
         words = {
@@ -150,6 +161,7 @@ class Family:
             "text": "the text_config flag ties it",
             "either": "either flag ties it",
             "never": "no flag ties it",
+            "always": "it is tied whatever its flags say",
         }
         return f"{self.model_class}: top-level and text_config flags; {words[rule]} here"
 
@@ -201,7 +213,7 @@ class Family:
 
     def expected_tied(self, flags: TieFlags, installed: dict[str, str] | None = None) -> bool:
         """The HF rule: is a model whose config carries `flags` tied under the installed transformers?"""
-        return tied_by(self.ruling_flag(installed) if self.nested else "top", flags.top, flags.text)
+        return tied_by(self.ruling_flag(installed), flags.top, flags.text)
 
     def flags_of(self, config: Any) -> TieFlags:
         """The tie flags a config object carries (transformers 5.x reads a missing attribute as False)."""
@@ -230,7 +242,7 @@ class Family:
         return knobs
 
 
-RULES = ("top", "text", "either", "never")
+RULES = ("top", "text", "either", "never", "always")
 
 
 def tied_by(rule: str, top: bool, text: bool | None) -> bool:
@@ -239,6 +251,8 @@ def tied_by(rule: str, top: bool, text: bool | None) -> bool:
         return bool(text)
     if rule == "either":
         return bool(top or text)
+    if rule == "always":
+        return True
     return rule == "top" and bool(top)
 
 
@@ -272,10 +286,20 @@ def have_version() -> str:
 
 
 def _registry() -> dict[str, Family]:
-    from conformance.families import decoders, gemma, gemma4, llama, multimodal, qwen2, qwen3_5, remote_code
+    from conformance.families import (
+        decoders,
+        encoder_decoder,
+        gemma,
+        gemma4,
+        llama,
+        multimodal,
+        qwen2,
+        qwen3_5,
+        remote_code,
+    )
 
     found = {}
-    for module in (llama, gemma, gemma4, qwen2, decoders, qwen3_5, multimodal, remote_code):
+    for module in (llama, gemma, gemma4, qwen2, decoders, qwen3_5, multimodal, remote_code, encoder_decoder):
         for family in module.FAMILIES:
             found[family.name] = family
     return found

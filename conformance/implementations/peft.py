@@ -59,7 +59,11 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     if init and case.workflow != "merge-resize":  # that one resizes the merged model it reloads
         vocab = pipeline.resize(run, base, init)
         config = {**config, "vocab_size": vocab}
+        if recipe.new_rows:  # trainable tokens on the rows the resize added: the probe ids read them too
+            recipe = recipe.resolved(vocab)
+            ids = pipeline.with_rows(ids, recipe)
         run.put(contract.BASE_LOGITS, logits(base, ids))
+    recipe = recipe.resolved(vocab)
 
     if contract.WORKFLOWS[case.workflow].unties_base:
         with run.step("untie"):
@@ -77,7 +81,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         # Adapter initialisation draws from the global RNG: seed it per case, so a case gives the same
         # result whatever ran before it in this process.
         torch.manual_seed(case.seed)
-        model = get_peft_model(base, recipe.peft_config(), **autocast)
+        model = get_peft_model(base, recipe.peft_config(family.module_names), **autocast)
         model.eval()
 
     with run.step("train"):
@@ -90,9 +94,10 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     with run.step("reference"):
         found = effective.collect(model)
         weights = effective.effective_weights(found, base_weights, recipe, embed_path, head_path, tied)
-        reference_key = (case.family, tuple(config.items()), "reference", case.seed, str(dtype))
+        flags = case.flags.built if family.forward_reads_tie_flag else pipeline.untied_flags(family)
+        reference_key = (case.family, tuple(config.items()), "reference", flags.id, case.seed, str(dtype))
         reference = workspace.shared(
-            reference_key, lambda: family.build(config, pipeline.untied_flags(family), case.seed, dtype)
+            reference_key, lambda: pipeline.reference_model(family, config, flags, case.seed, dtype)
         )
         state = {**base_weights, **{k: v.to(dtype) for k, v in weights.items()}}
         reference.load_state_dict(state, strict=True)

@@ -83,9 +83,13 @@ def tie_word(tied: bool) -> str:
     return "tied" if tied else "untied"
 
 
+def has_head(checkpoint_keys: list[str]) -> bool:
+    return any(key.endswith("lm_head.weight") for key in checkpoint_keys)
+
+
 def head_key_problem(checkpoint_keys: list[str], tied: bool) -> str | None:
     """A tied model's checkpoint leaves lm_head.weight out (the loader re-ties); an untied one needs it."""
-    has_head = any(key.endswith("lm_head.weight") for key in checkpoint_keys)
-    if has_head != tied:
+    held = has_head(checkpoint_keys)
+    if held != tied:
         return None
-    return f"lm_head.weight {'is' if has_head else 'is not'} in the checkpoint of a {tie_word(tied)} model"
+    return f"lm_head.weight {'is' if held else 'is not'} in the checkpoint of a {tie_word(tied)} model"

@@ -83,3 +83,21 @@ def test_transformers_45857_is_an_improvement_by_release(imports):
     back = _gate(imports["load-tf5.16"], imports["load-tf5.15"], imports["load-tf5.15"].parent / "back.html")
     assert back.returncode == EXIT_REGRESSION, back.stdout[-3000:]
     assert set(cells) <= set(section(back.stdout)), (cells, back.stdout[-3000:])
+
+
+def test_transformers_48238_is_an_improvement_by_release(tmp_path):
+    """transformers #48154 (fixed by #48238, after 5.16): a T5 checkpoint holding the embedding only under
+    the stacks' names (google/madlad400) loaded `shared` and the encoder from lm_head.weight. The layout
+    workflows write that checkpoint; 5.16.0 against this environment's release must be an improvement."""
+    selection = ["--family", "t5", "--impl", "hf", "--workflow", "layout-stack-names"]
+    selection += ["--workflow", "layout-decoder-name", "--no-report"]
+    runs = {}
+    for name, python in (("tf5.16", _python("load-tf5.16")), ("here", Path(sys.executable))):
+        done = _conformance(python, "run", *selection, "--out", str(tmp_path / name))
+        assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]
+        runs[name] = tmp_path / name / "results.jsonl"
+    fix = _gate(runs["tf5.16"], runs["here"], tmp_path / "fix.html")
+    cells = [c for c in section(fix.stdout, "IMPROVED") if "-t5-tT-" in c and c.endswith("layout-load:")]
+    assert any("layout-decoder-name" in c for c in cells), fix.stdout[-3000:]
+    back = _gate(runs["here"], runs["tf5.16"], tmp_path / "back.html")
+    assert back.returncode == EXIT_REGRESSION, back.stdout[-3000:]

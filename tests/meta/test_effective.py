@@ -122,3 +122,54 @@ def test_probe_sees_a_tie_and_its_absence(name):
     assert effective.tie_gap(tied, vocab) < 1e-6  # Gemma scales rows by sqrt(hidden): divided back out
     untied = family.build(family.canonical, TieFlags(False), 0, torch.float32)
     assert effective.tie_gap(untied, vocab) > 1e-3
+
+
+def test_token_rows_of_the_list_form_land_on_the_input_embedding_whatever_its_name():
+    # T5's and BART's input embedding is `shared`: list-form rows belong to it, not to a module whose
+    # last name happens to be embed_tokens.
+    recipe = _recipe("shared", trainable_token_indices=[1, 3])
+    rows = torch.full((2, 2), 7.0, dtype=torch.float64)
+    found = {"shared": AdapterTensors({}, tokens=rows), "lm_head": AdapterTensors({}, tokens=rows)}
+    base = {"shared.weight": torch.zeros(4, 2), "lm_head.weight": torch.zeros(4, 2)}
+    out = effective.effective_weights(found, base, recipe, "shared", "lm_head", tied=True)
+    assert out["shared.weight"][:, 0].tolist() == [0.0, 7.0, 0.0, 7.0]
+    assert torch.equal(out["lm_head.weight"], out["shared.weight"])
+
+
+def test_an_encoder_decoder_forward_feeds_the_decoder_and_its_reference_unties_every_name():
+    from conformance import pipeline
+
+    t5 = families.get("t5")
+    model = t5.build(t5.canonical, TieFlags(True), 0, torch.float32)
+    ids = pipeline.inputs(128, 0)
+    assert effective.forward(model, ids).logits.shape == (*ids.shape, 128)
+    ref = pipeline.reference_model(t5, t5.canonical, TieFlags(True), 0, torch.float32)
+    names = ("shared", "encoder.embed_tokens", "decoder.embed_tokens", "lm_head")
+    pointers = {ref.get_submodule(n).weight.data_ptr() for n in names}
+    assert len(pointers) == 4, "every name of the tie group holds a tensor of its own"
+    assert ref.config.scale_decoder_outputs == model.config.scale_decoder_outputs
+    assert torch.equal(pipeline.logits(ref, ids), pipeline.logits(model, ids)), "same weights, same forward"
+
+
+def test_rows_counted_from_the_end_are_the_rows_a_resize_added():
+    from conformance import pipeline, recipes
+
+    book = recipes.load()
+    listed, both = book.get("tokens_new_rows"), book.get("tokens_new_rows_head")
+    assert listed.new_rows and not book.get("tokens_embed").new_rows
+    assert listed.resolved(136).token_indices() == {"embed_tokens": [128, 131, 134]}
+    assert both.resolved(136).token_indices()["lm_head"] == [128, 131, 134]
+    assert book.get("tokens_embed").resolved(136) is book.get("tokens_embed")
+    assert all(r >= 0 for r in pipeline.recipe_rows()), "negative rows wait for their vocabulary"
+    ids = pipeline.with_rows(pipeline.inputs(128, 0), listed.resolved(136))
+    assert ids[1, :3].tolist() == [128, 131, 134] and torch.equal(ids[0], pipeline.inputs(128, 0)[0])
+
+
+def test_new_token_rows_are_trained_merged_and_reloaded_on_a_resized_llama():
+    from conformance.outcomes import PASS
+    from conformance.testing import fresh_records
+
+    got = fresh_records("peft", "llama", TieFlags(False), "tokens_new_rows", "resize-merge")
+    assert got["adapter-effect"].outcome == PASS, got["adapter-effect"].detail
+    failed = {k: r.detail for k, r in got.items() if r.outcome != PASS}
+    assert not failed, failed

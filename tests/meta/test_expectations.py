@@ -139,3 +139,34 @@ def test_shipped_expectation_files_load_and_explain_themselves():
     assert loaded.entries, "cases/expectations holds no entry"
     for entry in loaded.entries:
         assert entry.reason and (entry.link.startswith("https://") or entry.repro)
+
+
+def test_an_exclusion_glob_leaves_names_out_and_a_clause_list_matches_any(tmp_path):
+    text = ENTRY.replace("family: gemma4*", 'family: ["!gemma4-moe"]')
+    (entry,) = _load(tmp_path, text)
+    assert entry.matches(_subject(family="gemma4")) and not entry.matches(_subject(family="gemma4-moe"))
+    clauses = """
+    expectations:
+      - id: two
+        when:
+          - {family: t5, check: merge-fidelity}
+          - {family: bart, check: roundtrip-fidelity}
+        outcome: diverged-warned
+        class: bug
+        link: https://github.com/huggingface/peft/issues/2864
+        reason: one line
+    """
+    parts = _load(tmp_path, clauses)
+    assert [p.id for p in parts] == ["two", "two"]
+    found = expectations.ExpectationSet(parts)
+    assert found.match(_subject(family="t5")) is not None
+    assert found.match(_subject(family="bart", check="roundtrip-fidelity")) is not None
+    assert found.match(_subject(family="bart")) is None
+    with pytest.raises(CaseFileError, match=r"when\[1\]: expected a mapping"):
+        _load(tmp_path, clauses.replace("- {family: bart, check: roundtrip-fidelity}", "- bart"))
+    with pytest.raises(CaseFileError, match="empty list"):
+        _load(
+            tmp_path,
+            clauses.split("        when:")[0] + "        when: []\n        outcome: crashed\n"
+            "        class: bug\n        link: https://x.org/1\n        reason: r\n",
+        )

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import cases, families, generators, precision
+from conformance import cases, effective, families, generators, precision
 from conformance.flags import TieFlags, combinations
 
 # Families transformers alone builds here (remote code of 4.x needs a converting loader under 5.x).
@@ -20,14 +20,15 @@ def test_generated_config_builds_and_runs(family, data):
     flags = data.draw(st.sampled_from(family.flag_combinations()), label="flags")
     model = family.build(knobs, flags, seed=0, dtype=torch.float32)
     text = model.config.get_text_config()
-    assert text.num_attention_heads % text.num_key_value_heads == 0
+    if hasattr(text, "num_key_value_heads"):  # encoder–decoders have plain multi-head attention
+        assert text.num_attention_heads % text.num_key_value_heads == 0
     if family.name.startswith("gemma4"):
         assert text.layer_types[-1] == "full_attention", "Gemma4 needs its last layer on full attention"
         if "num_experts" in knobs:
             assert 1 <= text.top_k_experts <= text.num_experts
     ids = torch.randint(0, text.vocab_size, (1, 6))
     with torch.no_grad():
-        out = model(input_ids=ids).logits
+        out = effective.forward(model, ids).logits
     assert out.shape == (1, 6, text.vocab_size)
     assert torch.isfinite(out).all()
 
@@ -121,3 +122,17 @@ def test_multimodal_tie_rules_per_release(family, version, tied):
     found = families.get(family)
     flags = [TieFlags(True, True), TieFlags(True, False), TieFlags(False, True), TieFlags(False, False)]
     assert [found.expected_tied(f, {"transformers": version}) for f in flags] == tied
+
+
+@pytest.mark.parametrize(
+    ("family", "version", "tied"),
+    [
+        ("t5", "4.57.6", [True, False]),  # 4.x: the flag ties the head
+        ("t5", "5.5.4", [True, True]),  # 5.x: T5Config forces the flag True (#42815)
+        ("mt5", "5.24.0", [True, True]),
+        ("bart", "5.24.0", [True, False]),
+    ],
+)
+def test_encoder_decoder_tie_rules_per_release(family, version, tied):
+    found = families.get(family)
+    assert [found.expected_tied(TieFlags(f), {"transformers": version}) for f in (True, False)] == tied

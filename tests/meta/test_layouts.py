@@ -91,3 +91,40 @@ def test_the_check_wants_own_keys_then_the_rule_then_a_reported_gap():
     ).passed
     silent = _judge(_loaded(embed_only, {"embedding": "embedding", "head": "head"}, False))
     assert not silent.passed and "no missing key says so" in silent.detail
+
+
+def test_the_stack_layouts_load_t5s_embedding_under_its_other_names_on_this_release():
+    # T5's tie group has four names; a checkpoint may hold the embedding only as the stacks'
+    # embed_tokens (google/madlad400). transformers 5.24 loads it (#48238); BART is recorded apart.
+    for layout in ("layout-stack-names", "layout-decoder-name"):
+        got = _layout("t5", TieFlags(True), layout)["layout-load"]
+        assert got.outcome == PASS, (layout, got.detail)
+    assert _layout("llama", TieFlags(True), "layout-stack-names")["layout-load"].outcome == SKIPPED
+
+
+def _stack(alias_keys: tuple, aliases: dict, rule_tied: bool, missing=(), embedding="embedding"):
+    written = {"embedding": torch.zeros(4, 2), "head": torch.ones(4, 2)}
+    return layouts.LoadedLayout(
+        keys={"embedding": ", ".join(alias_keys), "head": "lm_head.weight"},
+        params={"embedding": "shared.weight", "head": "lm_head.weight"},
+        present={"embedding": False, "head": True},
+        written=written,
+        loaded={"embedding": written[embedding], "head": written["head"]},
+        rule_tied=rule_tied,
+        missing=tuple(missing),
+        aliases={name: written[source] for name, source in aliases.items()},
+        alias_keys=alias_keys,
+    )
+
+
+def test_the_check_wants_every_name_of_the_embedding_to_load_it():
+    enc, dec = "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"
+    assert _judge(_stack((dec,), {enc: "embedding", dec: "embedding"}, True)).passed
+    # The #48154 class: the encoder (and `shared`) loaded from lm_head.weight.
+    wrong = _judge(_stack((dec,), {enc: "head", dec: "embedding"}, True, embedding="head"))
+    assert not wrong.passed and f"{enc} is not the checkpoint's {dec}" in wrong.detail
+    # Untied by the rule, a name the checkpoint lacks must be reported missing.
+    quiet = _judge(_stack((dec,), {enc: "head", dec: "embedding"}, False, missing=["shared.weight"]))
+    assert not quiet.passed and f"{enc} is not in the checkpoint" in quiet.detail
+    told = _judge(_stack((dec,), {enc: "head", dec: "embedding"}, False, missing=["shared.weight", enc]))
+    assert told.passed, told.detail
