@@ -20,6 +20,7 @@ from conformance import contract, device, effective, features, pipeline
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
 from conformance.implementations import native_workflow as native
+from conformance.implementations import nemo_resume
 from conformance.implementations.base import Implementation
 from conformance.implementations.native_workflow import Provider
 from conformance.outcomes import REFUSED_BY_DESIGN, SUPPORTED
@@ -90,8 +91,20 @@ def _backend() -> Any:
     return BackendConfig(**{k: v for k, v in _BACKEND.items() if k in known})
 
 
+def _forget_dcp_plans() -> None:
+    """Drop DCP's save plans, which NeMo asks it to cache per planner class for the whole process: a
+    training run saves one model again and again, the suite saves many, and a plan cached for another
+    model's tensors makes the next save fail (measured on 0.5)."""
+    from torch.distributed.checkpoint.planner import SavePlanner
+
+    for name in dir(SavePlanner):
+        if name.startswith("_cached_") and isinstance(getattr(SavePlanner, name), dict):
+            getattr(SavePlanner, name).clear()
+
+
 def _checkpointer(folder: Path, **options: Any) -> Any:
     """NeMo's Checkpointer for one process (no process group), on every release's config signature."""
+    _forget_dcp_plans()
     from nemo_automodel.components.checkpoint.checkpointing import Checkpointer
 
     try:
@@ -219,7 +232,11 @@ IMPLEMENTATION = Implementation(
     name="nemo-automodel",
     package=PACKAGE,
     about="NeMo Automodel's own Gemma4 MoE, Llama and Qwen2 classes, checkpointer and LoRA",
-    runners={"native": native.runner(PROVIDER), "lora-merge": pipeline.runner(_lora_steps)},
+    runners={
+        "native": native.runner(PROVIDER),
+        "lora-merge": pipeline.runner(_lora_steps),
+        "resume": nemo_resume.runner(PROVIDER, _checkpointer),
+    },
     order=2,
     families=tuple(CLASSES),
     family_unavailable=unavailable,

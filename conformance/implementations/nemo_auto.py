@@ -26,7 +26,7 @@ from conformance import device, features
 from conformance.families import Family, Knobs
 from conformance.flags import TieFlags
 from conformance.implementations import native_workflow as native
-from conformance.implementations import nemo
+from conformance.implementations import nemo, nemo_resume
 from conformance.implementations.base import SUPPORTED, Implementation
 
 AUTO_MODULE = "nemo_automodel._transformers.auto_model"
@@ -147,6 +147,14 @@ def _native(case: Any, recipe: Any, dtype: torch.dtype, workspace: Any) -> Any:
     return native.run(case, PROVIDER, dtype, workspace)
 
 
+_RESUME = nemo_resume.runner(PROVIDER, nemo._checkpointer)
+
+
+def _resume(case: Any, recipe: Any, dtype: torch.dtype, workspace: Any) -> Any:
+    _recipe_patches()
+    return _RESUME(case, recipe, dtype, workspace)
+
+
 def unavailable(family: Family) -> str | None:
     missing = features.missing("nemo-auto-class")
     if missing is None and not hasattr(importlib.import_module(AUTO_MODULE), f"NeMo{family.auto_class}"):
@@ -164,7 +172,7 @@ IMPLEMENTATION = Implementation(
     name="nemo-auto",
     package=nemo.PACKAGE,
     about="NeMo Automodel's NeMoAutoModelForCausalLM (from_config, from_pretrained): its production path",
-    runners={"native": _native},
+    runners={"native": _native, "resume": _resume},
     order=2,
     recipes_of=(nemo.IMPLEMENTATION.name,),
     family_unavailable=unavailable,

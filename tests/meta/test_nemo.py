@@ -139,3 +139,22 @@ def test_remote_code_of_transformers_4_runs_only_where_the_list_is_converted():
 
     assert implementations.get("hf").builds_unavailable(family) == reason
     assert implementations.get("nemo-auto").builds_unavailable(family) is None
+
+
+def test_a_dcp_resume_that_restores_nothing_fails_resume_fidelity(monkeypatch):
+    # NeMo's DCP training checkpoint resumed into a fresh model: a resume that loads nothing leaves the
+    # fresh model's own (differently seeded) weights, which the check must see.
+    control = _run("llama", TieFlags(True), workflow="resume")
+    assert control["resume-fidelity"].outcome == PASS, control["resume-fidelity"].detail
+    assert control["weights-kept"].outcome == PASS, control["weights-kept"].detail
+    from nemo_automodel.components.checkpoint.checkpointing import Checkpointer
+
+    monkeypatch.setattr(Checkpointer, "load_model", lambda self, *args, **kwargs: None)
+    broken = _run("llama", TieFlags(True), workflow="resume")
+    assert broken["resume-fidelity"].outcome != PASS and broken["resume-fidelity"].verdict == UNEXPECTED
+    assert "resumed vs saved" in broken["resume-fidelity"].detail
+
+
+def test_a_head_apart_is_lost_on_resume_and_recorded():
+    got = _run("llama", TieFlags(True, storage="apart"), workflow="resume")["resume-fidelity"]
+    assert got.outcome != PASS and got.expected == "resume-reties-a-head-apart", got.detail
