@@ -9,6 +9,7 @@ from typing import Any
 
 from conformance import (
     cases,
+    contract,
     device,
     expectations,
     families,
@@ -24,6 +25,7 @@ from conformance.contract import PROFILES, WORKFLOWS
 from conformance.errors import ConformanceError
 from conformance.expectations import Subject
 from conformance.flags import TieFlags, combinations
+from conformance.oracles.base import spacing
 from conformance.pipeline import CaseRun, Workspace
 from conformance.precision import AUTOCAST_CHOICES, DTYPES, Precision, parse_dtypes, variants
 from conformance.results import Record, attach, rounded
@@ -311,6 +313,8 @@ class Engine:
         if rule is not None:
             floor = run.artifacts[check.floor] if scaled else None
             tol = rounded(rule.at(record.computed_in, floor))
+            if scaled and check.floor == contract.LOGITS_NOISE:  # never below the values' own rounding
+                tol = max(tol, 2 * spacing(record.computed_in, [run.artifacts[n] for n in needs]))
             record.tolerance, record.noise_floor, record.tolerance_factor = tol, rounded(floor), rule.factor
         try:
             # Only what it declared: a check reading anything else fails on every case, not on some.

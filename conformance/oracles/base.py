@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,3 +94,17 @@ def head_key_problem(checkpoint_keys: list[str], tied: bool) -> str | None:
     if held != tied:
         return None
     return f"lm_head.weight {'is' if held else 'is not'} in the checkpoint of a {tie_word(tied)} model"
+
+
+def spacing(computed_in: str, values: list[Any]) -> float:
+    """One unit in the last place of `computed_in` at the largest magnitude among `values` (tensors;
+    others are ignored). Two results of that precision that differ by two of these are two roundings
+    apart, whatever the noise floor says: a floor measured on a reference much smaller than the model
+    under test (where a known bug makes them differ) can fall below one unit of the compared values."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor) and v.numel()]
+    if not tensors:
+        return 0.0
+    largest = max(float(t.abs().max()) for t in tensors)
+    if largest == 0 or not math.isfinite(largest):
+        return 0.0
+    return float(torch.finfo(getattr(torch, computed_in)).eps) * 2.0 ** math.floor(math.log2(largest))

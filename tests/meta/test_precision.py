@@ -186,3 +186,15 @@ def test_repro_reruns_a_case_in_another_precision(capsys):
     # its tolerance is the bfloat16 one: far above float32's 1e-4
     tolerance = float(out.split("merge-fidelity", 1)[1].split("tol=", 1)[1].split()[0])
     assert tolerance > 1e-3
+
+
+def test_a_logits_tolerance_never_falls_below_the_rounding_of_the_values_compared():
+    import torch
+
+    from conformance.oracles.base import spacing
+
+    # float16 at magnitude 2..4 has a unit in the last place of 2**-9; float32 far below any tolerance.
+    values = [torch.tensor([3.3, -1.0], dtype=torch.float64), "not a tensor"]
+    assert spacing("float16", values) == 2.0**-9
+    assert spacing("float32", values) < 1e-6
+    assert spacing("bfloat16", []) == 0.0
