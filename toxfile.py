@@ -62,7 +62,9 @@ def _loader(name: str, probe: bool) -> MemoryLoader | None:
         commands = [f"python -m conformance run{impls}{row.run_options()} --out {OUT}/{name}"]
         for saving in (p for p in MATRIX.pairs.values() if p.save == name):
             folder = f"{OUT}/{name}/export-{saving.load}"
-            commands.append(f"python -m conformance export --out {folder}{_families(saving)}")
+            commands.append(
+                f"python -m conformance export --out {folder}{_families(saving)}{row.cover_option()}"
+            )
         return MemoryLoader(**common, deps=deps, commands_pre=install, commands=commands)
     folder = f"{OUT}/{pair.save}/export-{pair.load}"
     return MemoryLoader(

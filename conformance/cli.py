@@ -24,6 +24,17 @@ from conformance.versions import installed, is_dev_build, sources
 # maintainer can render a gate's or a nightly's artifacts anywhere: the engine is imported per verb.
 
 
+def suite_version() -> str:
+    """The installed distribution's version, and where the package runs from (a checkout or a wheel)."""
+    from importlib import metadata
+
+    try:
+        found = metadata.version("tied-embeddings-conformance")
+    except metadata.PackageNotFoundError:
+        found = "(not installed)"
+    return f"{found} from {Path(__file__).resolve().parent}"
+
+
 def header(selection: Any) -> None:
     from conformance import device, features, implementations
 
@@ -36,6 +47,8 @@ def header(selection: Any) -> None:
     print(f"conformance: dtype {', '.join(selection.precisions)}{autocast} | device {where}")
     if selection.tie_states != "natural":
         print("conformance: tie states: every flag combination, also with its head apart or aliased")
+    if selection.cover:
+        print(f"conformance: a {selection.cover}-wise cover of the plan (--cover 0 runs every case)")
     missing = device.unavailable(selection.device)
     if missing:
         print(f"conformance: every case is skipped: {missing}")
@@ -65,7 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     named = [args.impl, args.family, args.recipe, args.workflow, args.check]
     if args.resume:
-        if any(named) or args.dtype or args.device or args.autocast or args.tie_states:
+        given = [args.dtype, args.device, args.autocast, args.tie_states, args.cover]
+        if any(named) or any(g is not None and g != [] for g in given):
             raise ConformanceError(
                 "--resume runs the selection recorded in DIR/run.json: drop the other options"
             )
@@ -73,7 +87,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         autocast = args.autocast or os.environ.get("CONFORMANCE_AUTOCAST") or "on"
         states = args.tie_states or os.environ.get("CONFORMANCE_TIE_STATES") or "natural"
-        selection = Selection(*named, args.profile, args.seed, _dtypes(args), _device(args), autocast, states)
+        # --family, else CONFORMANCE_FAMILY (what a tox environment names): options replace it, not add.
+        families = args.family or [
+            n.strip() for n in os.environ.get("CONFORMANCE_FAMILY", "").split(",") if n.strip()
+        ]
+        named = [args.impl, families, args.recipe, args.workflow, args.check]
+        selection = Selection(
+            *named, args.profile, args.seed, _dtypes(args), _device(args), autocast, states, _cover(args)
+        )
     options = session.Options(
         out=Path(args.resume or args.out),
         jobs=args.jobs or execution.default_jobs(),
@@ -99,6 +120,15 @@ def _dtypes(args: argparse.Namespace) -> list[str]:
     return parse_dtypes(given, "--dtype/CONFORMANCE_DTYPE")
 
 
+def _cover(args: argparse.Namespace) -> int:
+    """--cover, else CONFORMANCE_COVER, else 0 (every case); one line for what is not a strength."""
+    given = args.cover if args.cover is not None else os.environ.get("CONFORMANCE_COVER") or "0"
+    try:
+        return int(given)
+    except ValueError:
+        raise ConformanceError(f"--cover/CONFORMANCE_COVER: {given!r} is not a number") from None
+
+
 def _device(args: argparse.Namespace) -> str:
     return args.device or os.environ.get("CONFORMANCE_DEVICE") or "cpu"
 
@@ -107,13 +137,20 @@ def cmd_repro(args: argparse.Namespace) -> int:
     from conformance import expectations
     from conformance.engine import Engine, Selection, parse_case
 
+    if args.output and not args.standalone:
+        raise ConformanceError("repro -o/--output writes the --standalone script: add --standalone")
     case = parse_case(args.case_id)
     if args.dtype:
         case = _in_precision(case, _dtypes(args))
     if args.standalone:
         from conformance import standalone
 
-        sys.stdout.write(standalone.script(case))
+        script = standalone.script(case)
+        if args.output:
+            Path(args.output).write_text(script)
+            print(f"repro: wrote {args.output}; run it with: python {args.output}")
+        else:
+            sys.stdout.write(script)
         return EXIT_OK
     outcomes.quiet_libraries()
     engine = Engine(Selection(device=_device(args)))
@@ -123,7 +160,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
         engine.close()
     for r in records:
         note = f" [expected by {r.expected}]" if r.expected else ""
-        diff = "" if r.max_abs_diff is None else f" max|Δ|={r.max_abs_diff:g} tol={r.tolerance:g}"
+        diff = "" if r.max_abs_diff is None else f" max|Δ|={r.max_abs_diff:g}"
+        diff += "" if r.tolerance is None or r.max_abs_diff is None else f" tol={r.tolerance:g}"
         print(f"{r.check:<20} {r.outcome:<16} {r.verdict}{note}{diff}\n    {r.detail}")
         for w in r.warnings:
             print(f"    warning: {w}")
@@ -201,7 +239,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from conformance import crossver
 
     outcomes.quiet_libraries()
-    return crossver.export(args.family, Path(args.out), _dtypes(args))
+    return crossver.export(args.family, Path(args.out), _dtypes(args), _cover(args))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -251,10 +289,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
+    top.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the conformance cases and write results.jsonl")
     run.add_argument("--impl", action="append", default=[], help="implementation (repeatable)")
-    run.add_argument("--family", action="append", default=[], help="family (repeatable)")
+    run.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        help="family (repeatable; default every family, or CONFORMANCE_FAMILY, comma-separated: a tox "
+        "environment's families, which --family replaces)",
+    )
     run.add_argument("--recipe", action="append", default=[], help="adapter recipe (repeatable)")
     run.add_argument("--workflow", action="append", default=[], help="workflow (repeatable)")
     run.add_argument("--check", action="append", default=[], help="check (repeatable)")
@@ -276,6 +321,13 @@ def parser() -> argparse.ArgumentParser:
         choices=("natural", "all"),
         help="natural (default, or CONFORMANCE_TIE_STATES): the storage the tie flags rule; all: also a head "
         "apart under a tied config and one tensor under an untied one (ids -apart, -alias)",
+    )
+    run.add_argument(
+        "--cover",
+        metavar="T",
+        help="run a T-wise cover of the plan: every combination of T axis values (implementation, family, "
+        "flags and state, recipe, workflow, precision) in at least one case (default 0: every case, or "
+        "CONFORMANCE_COVER; the nightly rows use 3)",
     )
     run.add_argument(
         "--device",
@@ -314,6 +366,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print a self-contained script (torch, transformers and the package under test only) instead",
     )
+    repro.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="with --standalone: write the script to FILE (under tox, whose status lines share stdout)",
+    )
     repro.set_defaults(func=cmd_repro)
     page = sub.add_parser("report", help="render results files as one HTML page")
     page.add_argument(
@@ -348,6 +406,9 @@ def parser() -> argparse.ArgumentParser:
     exporting.add_argument("--out", required=True, help="a new folder for the checkpoints and manifest.json")
     exporting.add_argument("--family", action="append", default=[], help="family (repeatable; default all)")
     _dtype_option(exporting, "precision the checkpoints are merged and saved in (repeatable; float32)")
+    exporting.add_argument(
+        "--cover", metavar="T", help="export a T-wise cover of the cases (as `run --cover`; default 0: all)"
+    )
     exporting.set_defaults(func=cmd_export)
     importing = sub.add_parser(
         "import", help="cross-version: load and judge what `export` saved (possibly with other versions)"

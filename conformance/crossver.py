@@ -16,12 +16,23 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance import checkpoints, contract, expectations, features, oracles, outcomes, pipeline, results
+from conformance import (
+    checkpoints,
+    contract,
+    execution,
+    expectations,
+    features,
+    oracles,
+    outcomes,
+    pipeline,
+    results,
+)
 from conformance.cases import Case
-from conformance.engine import Engine, Selection, expect, plan, vocabulary
+from conformance.engine import Engine, Selection, expect, plan, skip_reason, vocabulary
 from conformance.errors import ConformanceError
 from conformance.expectations import ExpectationSet
 from conformance.pipeline import CaseRun, Workspace
@@ -41,54 +52,24 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def export(families: list[str], out: Path, dtypes: list[str] | None = None) -> int:
+def export(families: list[str], out: Path, dtypes: list[str] | None = None, cover: int = 0) -> int:
     """Run the merge and adapter cases of PEFT here, in each of `dtypes` (default float32), and keep what
-    they saved under `out`."""
+    they saved under `out`; `cover`: a t-wise cover of those cases (conformance.cover)."""
     _one_thread()
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST).is_file():
             raise ConformanceError(f"{out}: exists, and is not an earlier export; export writes a new folder")
         shutil.rmtree(out)  # last night's export of this row: replaced whole
-    selection = Selection(["peft"], families, [], list(WORKFLOWS), dtypes=list(dtypes or []))
-    planned = plan(selection)
+    selection = Selection(["peft"], families, [], list(WORKFLOWS), dtypes=list(dtypes or []), cover=cover)
+    todo = [case for case in plan(selection) if skip_reason(case, selection.device) is None]
     out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="export-"))
-    for part in ("work", "kept"):
-        (scratch / part).mkdir()
-    engine = Engine(selection, Workspace(scratch / "work", keep=scratch / "kept"), ExpectationSet([]))
-    listed: list[dict[str, Any]] = []
-    try:
-        for case in planned:
-            if engine.skip_reason(case) is not None:
-                continue
-            entry: dict[str, Any] = {"case_id": case.case_id, "path": str(len(listed))}
-            run = engine.execute(case)
-            # The tie warnings the user saw while merging and saving here: they belong to the case's
-            # history wherever it is loaded, so a divergence they announced stays "warned".
-            saved_at = max(run.made_in.get(a, -1) for a in (contract.SAVED_FLAGS, contract.UNMERGED_LOGITS))
-            entry["warnings"] = run.capture.tie_warnings(saved_at)
-            # The noise floors of the saver's weights in the case's precision: the loader's tolerances.
-            entry["noise"] = {name: run.artifacts.get(name) for name in contract.NOISE}
-            target = out / entry["path"]
-            if run.failure is not None or contract.UNMERGED_LOGITS not in run.artifacts:
-                failure = run.failure
-                entry["failed"] = f"{failure.step}: {failure.message}" if failure else "no unmerged logits"
-            else:
-                assert run.kept is not None
-                shutil.move(str(run.kept), str(target))
-                if case.workflow == "adapter":
-                    shutil.copytree(run.artifacts[contract.BASE_CHECKPOINT], target / "base")
-                ids = pipeline.inputs(case.config["vocab_size"], case.seed)
-                from safetensors.torch import save_file
-
-                tensors = {"unmerged": run.artifacts[contract.UNMERGED_LOGITS], "ids": ids}
-                save_file(tensors, str(target / "logits.safetensors"))
-            if run.kept is not None and run.kept.exists():
-                shutil.rmtree(run.kept, ignore_errors=True)
-            listed.append(entry)
-    finally:
-        engine.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+    listed: list[dict[str, Any]] = [{} for _ in todo]
+    # In workers, as a run's cases: each saves its case under out/<position in the manifest>.
+    tasks = [_Export(case, out, str(i)) for i, case in enumerate(todo)]
+    for index, done in execution.judge_all(tasks, selection, execution.default_jobs()):
+        if not isinstance(done, dict):  # the worker died: its case's records say why
+            done = {"failed": f"crashed: {done[0].detail if done else 'no record'}"}
+        listed[index] = {"case_id": todo[index].case_id, "path": str(index), **done}
     manifest = {
         "saved_with": installed(),
         "sources": sources(),
@@ -100,6 +81,42 @@ def export(families: list[str], out: Path, dtypes: list[str] | None = None) -> i
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"export: {len(listed)} cases ({sum('failed' in e for e in listed)} failed before saving) in {out}")
     return 0
+
+
+@dataclass(frozen=True)
+class _Export:
+    """One case's merge or adapter workflow, and what it saved, kept under out/<path> (in a worker)."""
+
+    case: Case
+    out: Path
+    path: str
+
+    def judge(self, engine: Engine) -> dict[str, Any]:
+        engine.workspace.keep = Path(tempfile.mkdtemp(dir=engine.workspace.root, prefix="kept-"))
+        run = engine.execute(self.case)
+        # The tie warnings the user saw while merging and saving here: they belong to the case's history
+        # wherever it is loaded, so a divergence they announced stays "warned".
+        saved_at = max(run.made_in.get(a, -1) for a in (contract.SAVED_FLAGS, contract.UNMERGED_LOGITS))
+        entry: dict[str, Any] = {"warnings": run.capture.tie_warnings(saved_at)}
+        # The noise floors of the saver's weights in the case's precision: the loader's tolerances.
+        entry["noise"] = {name: run.artifacts.get(name) for name in contract.NOISE}
+        target = self.out / self.path
+        if run.failure is not None or contract.UNMERGED_LOGITS not in run.artifacts:
+            failure = run.failure
+            entry["failed"] = f"{failure.step}: {failure.message}" if failure else "no unmerged logits"
+        else:
+            assert run.kept is not None
+            shutil.move(str(run.kept), str(target))
+            if self.case.workflow == "adapter":
+                shutil.copytree(run.artifacts[contract.BASE_CHECKPOINT], target / "base")
+            ids = pipeline.inputs(self.case.config["vocab_size"], self.case.seed)
+            from safetensors.torch import save_file
+
+            tensors = {"unmerged": run.artifacts[contract.UNMERGED_LOGITS], "ids": ids}
+            save_file(tensors, str(target / "logits.safetensors"))
+        shutil.rmtree(engine.workspace.keep, ignore_errors=True)
+        engine.workspace.keep = None
+        return entry
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
@@ -160,6 +177,21 @@ def _loader(folder: Path, entry: dict[str, Any], where: str) -> Any:
     return steps
 
 
+@dataclass(frozen=True)
+class _Import:
+    """Load and judge what one case saved (in a worker)."""
+
+    case: Case
+    folder: Path
+    entry: dict[str, Any]
+    where: str
+    position: int  # in the manifest: records keep its order
+
+    def judge(self, engine: Engine) -> list[results.Record]:
+        steps = _loader(self.folder, self.entry, self.where)
+        return engine.judge(self.case, lambda c: pipeline.execute(c, steps, engine.workspace))
+
+
 def import_(folder: Path, out: Path, dtypes: list[str] | None = None) -> int:
     """Load and judge every case an export saved (those of `dtypes` only, where given), each in the
     precision its case id names; records in `out` (results.jsonl, run.json)."""
@@ -174,28 +206,30 @@ def import_(folder: Path, out: Path, dtypes: list[str] | None = None) -> int:
     families = list(manifest.get("families") or [])
     selection = Selection(["peft"], families, [], list(WORKFLOWS), list(CHECKS), dtypes=wanted)
     known = expectations.load(vocabulary())
-    engine = Engine(selection, Workspace(), ExpectationSet([]))
-    records: list[results.Record] = []
+    engine = Engine(selection, Workspace(), ExpectationSet([]))  # judges what was not saved, here
+    judged: dict[int, list[results.Record]] = {}
+    tasks: list[_Import] = []
     try:
         for i, entry in enumerate(manifest["cases"]):
-            where = f"{folder / MANIFEST}:cases[{i}]"
             case: Case = parse_case(str(entry["case_id"]))
             if case.precision.dtype not in selection.precisions:
                 continue
             if entry.get("failed"):
                 # Nothing was saved: not a cross-version case (the saver's own run records the failure).
                 reason = f"not exported: the saving environment stopped at {entry['failed']}"
-                judged = engine.unfinished(case, reason, outcome=outcomes.SKIPPED)
+                judged[i] = engine.unfinished(case, reason, outcome=outcomes.SKIPPED)
             else:
-                steps = _loader(folder, entry, where)
-                judged = engine.judge(
-                    case, lambda c, steps=steps: pipeline.execute(c, steps, engine.workspace)
-                )
-            for record in judged:
-                record.saved_with = dict(manifest["saved_with"])
-            records.extend(expect(judged, known))
+                tasks.append(_Import(case, folder, entry, f"{folder / MANIFEST}:cases[{i}]", i))
     finally:
         engine.close()
+    # In workers, as a run's cases (a crash costs one case).
+    for index, done in execution.judge_all(tasks, selection, execution.default_jobs()):
+        judged[tasks[index].position] = done
+    records: list[results.Record] = []
+    for i in sorted(judged):
+        for record in judged[i]:
+            record.saved_with = dict(manifest["saved_with"])
+        records.extend(expect(judged[i], known))
     meta = {
         "selection": session.selection_record(selection),
         "versions": installed(),

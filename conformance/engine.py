@@ -10,6 +10,7 @@ from typing import Any
 from conformance import (
     cases,
     contract,
+    cover,
     device,
     expectations,
     families,
@@ -50,10 +51,12 @@ class Selection:
     device: str = "cpu"
     autocast: str = "on"  # PEFT's autocast_adapter_dtype in half precision: on, off or both
     tie_states: str = "natural"  # natural: storage as the flags rule; all: also apart and alias
+    cover: int = 0  # 0: every case; t: a t-wise cover of the plan (conformance.cover)
 
     @property
     def filtered(self) -> bool:
-        return bool(self.families or self.recipes or self.workflows or self.checks)
+        """Fewer cases than everything: an expectation it never used may still apply elsewhere."""
+        return bool(self.families or self.recipes or self.workflows or self.checks or self.cover)
 
     @property
     def precisions(self) -> list[str]:
@@ -95,6 +98,7 @@ def validate(selection: Selection) -> None:
         raise ConformanceError(f"--autocast: {selection.autocast!r}; known: {', '.join(AUTOCAST_CHOICES)}")
     if selection.tie_states not in TIE_STATES:
         raise ConformanceError(f"--tie-states: {selection.tie_states!r}; known: {', '.join(TIE_STATES)}")
+    cover.check_strength(selection.cover)
     if selection.device not in device.DEVICES:
         raise ConformanceError(
             f"--device: unknown device {selection.device!r}; known: {', '.join(device.DEVICES)}"
@@ -102,7 +106,35 @@ def validate(selection: Selection) -> None:
 
 
 def plan(selection: Selection) -> list[Case]:
-    """Every case of the selection, in a fixed order.
+    """The cases the selection runs, in a fixed order: every case, or the t-wise cover it asks for."""
+    return covered(selection, full_plan(selection))
+
+
+def covered(selection: Selection, planned: list[Case]) -> list[Case]:
+    """The selection's cover of its full plan (conformance.cover), over the cases that run here."""
+    if not selection.cover:
+        return planned
+    return cover.select(
+        planned, selection.cover, runs=lambda case: skip_reason(case, selection.device) is None
+    )
+
+
+def skip_reason(case: Case, where: str) -> str | None:
+    """Why `case` cannot run here (on device `where`), or None: decided before it runs, from what is
+    installed and what the case is."""
+    impl, family = implementations.get(case.implementation), case.family_def()
+    reason = device.unavailable(where) or impl.device_unavailable(where)
+    reason = reason or impl.unavailable() or family.unavailable() or impl.builds_unavailable(family)
+    if reason:
+        return reason
+    reason = recipe_book.load().skip_reason(recipe_book.load().get(case.recipe))
+    if reason:
+        return reason
+    return case.pointless()
+
+
+def full_plan(selection: Selection) -> list[Case]:
+    """Every case of the selection, in a fixed order (before any cover).
 
     Generated configs are drawn once per family and shared by every implementation; where a family or
     an implementation cannot run here, its cases keep the canonical config only (they will be skipped).
@@ -214,8 +246,7 @@ class Engine:
         return impl.execute(case, recipe, dtype, self.workspace)
 
     def skip_reason(self, case: Case) -> str | None:
-        impl, family = implementations.get(case.implementation), case.family_def()
-        return self._skip_reason(case, impl, family, recipe_book.load().get(case.recipe))
+        return skip_reason(case, self.selection.device)
 
     def unfinished(self, case: Case, detail: str, outcome: str = outcomes.CRASHED) -> list[Record]:
         """The records of a case that never finished (its worker died or ran out of time): each check
@@ -231,7 +262,7 @@ class Engine:
         impl = implementations.get(case.implementation)
         family = case.family_def()
         tolerances = oracles.tolerances()
-        skip = self._skip_reason(case, impl, family, recipe_book.load().get(case.recipe))
+        skip = skip_reason(case, self.selection.device)
         support = implementations.SUPPORTED if skip else impl.support(family, case.flags)
         context = check_context(case, support)
         wanted = self.selection.checks
@@ -248,16 +279,6 @@ class Engine:
                 record.outcome, record.detail = outcomes.SKIPPED, skip
             records.append(record)
         return records, checks, skip, context
-
-    def _skip_reason(self, case: Case, impl: Any, family: Any, recipe: Any) -> str | None:
-        reason = device.unavailable(self.selection.device) or impl.device_unavailable(self.selection.device)
-        reason = reason or impl.unavailable() or family.unavailable() or impl.builds_unavailable(family)
-        if reason:
-            return reason
-        reason = recipe_book.load().skip_reason(recipe)
-        if reason:
-            return reason
-        return case.pointless()
 
     def _record(self, case: Case, check: Any, tol: float | None, computed_in: str, context: Any) -> Record:
         return Record(

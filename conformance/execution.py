@@ -18,11 +18,11 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from conformance.cases import Case
 from conformance.engine import Engine, Selection
@@ -69,8 +69,9 @@ def _serve(conn: Connection, selection: Selection, root: str) -> None:
                 return
             if message is None:
                 return
-            index, case = message
-            conn.send((index, engine.judge(case)))
+            index, item = message
+            # A case is judged as a run judges it; a task (export, import) does its own work with the engine.
+            conn.send((index, engine.judge(item) if isinstance(item, Case) else item.judge(engine)))
     finally:
         engine.close()
 
@@ -144,8 +145,17 @@ def death(exitcode: int | None) -> str:
     return f"the worker process exited with code {exitcode} while running this case (os._exit or abort?)"
 
 
+class Task(Protocol):
+    """Work on one case that is not a plain judging (what `export` saves, what `import` loads): it runs in
+    a worker, with that worker's engine, and returns what the caller collects (picklable)."""
+
+    case: Case
+
+    def judge(self, engine: Engine) -> Any: ...
+
+
 def judge_all(
-    cases: list[Case],
+    cases: Sequence[Case | Task],
     selection: Selection,
     jobs: int,
     case_timeout: float = DEFAULT_CASE_TIMEOUT,
@@ -153,6 +163,7 @@ def judge_all(
     method: str = "",
 ) -> Iterator[tuple[int, list[Record]]]:
     """(plan index, records) of every case, as each finishes; raises Interrupted once `stop()` says so.
+    A task yields what its `judge` returns, or the records of its case if it never finished.
 
     A worker that dies takes only its case with it, recorded as crashed with the signal or exit code; a
     case past `case_timeout` seconds (0: no limit) is stopped and recorded as crashed, timed out.
@@ -199,7 +210,8 @@ def judge_all(
                 else:
                     continue
                 pool.retire(worker)
-                yield index, recorder.unfinished(cases[index], reason)
+                item = cases[index]
+                yield index, recorder.unfinished(item if isinstance(item, Case) else item.case, reason)
                 if pending or any(w.index is not None for w in pool.workers):
                     pool.start()
     finally:

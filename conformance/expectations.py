@@ -216,6 +216,7 @@ def _clause(
 class ExpectationSet:
     entries: list[Expectation]
     used: set[str] = field(default_factory=set)
+    _by_cell: dict[tuple, list[Expectation]] = field(default_factory=dict, repr=False, compare=False)
 
     def match(self, subject: Subject) -> Expectation | None:
         entry = self.peek(subject)
@@ -225,7 +226,22 @@ class ExpectationSet:
 
     def peek(self, subject: Subject) -> Expectation | None:
         """The entry that decides `subject`, without counting it as used."""
-        return next((entry for entry in self.entries if entry.matches(subject)), None)
+        return next((entry for entry in self._candidates(subject) if entry.matches(subject)), None)
+
+    def _candidates(self, subject: Subject) -> list[Expectation]:
+        """The entries that may match a subject of this implementation, check and family, in file order
+        (so the first match is the same): a run matches every record, and most entries name another."""
+        key = (subject.implementation, subject.check, subject.family, len(self.entries))
+        found = self._by_cell.get(key)
+        if found is None:
+            found = self._by_cell[key] = [
+                e
+                for e in self.entries
+                if e.implementation == subject.implementation
+                and ("check" not in e.names or name_matches(subject.check, e.names["check"]))
+                and ("family" not in e.names or name_matches(subject.family, e.names["family"]))
+            ]
+        return found
 
     def unused(
         self, implementations: set[str], installed: dict[str, str], ran: set[str] | None = None

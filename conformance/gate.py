@@ -16,6 +16,7 @@ expectation ids that need narrowing. Only reads results files: imports neither t
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +50,10 @@ SELECTION_KEYS = (
     "dtypes",
     "autocast",
     "tie_states",
+    "cover",
 )
 # What a run.json written before a key existed ran: the same selection as the key's value today.
-_SELECTION_DEFAULTS = {"dtypes": ["float32"], "autocast": "on", "tie_states": "natural"}
+_SELECTION_DEFAULTS = {"dtypes": ["float32"], "autocast": "on", "tie_states": "natural", "cover": 0}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -105,7 +107,7 @@ def repro_command(case_id: str) -> str:
 
 def standalone_command(case_id: str) -> str:
     """A script that needs only torch, transformers and the package under test: for an upstream issue."""
-    return f"python -m conformance repro {_quote(case_id)} --standalone > repro.py && python repro.py"
+    return f"python -m conformance repro {_quote(case_id)} --standalone -o repro.py && python repro.py"
 
 
 def _quote(text: str) -> str:
@@ -147,22 +149,47 @@ def classify(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
 
 
 def comparable(baseline: Run, candidate: Run) -> None:
-    """Two runs can be gated only if they ran the same selection, profile and seed: else one line, exit 2."""
-    for run, side in ((baseline, "baseline"), (candidate, "candidate")):
-        if "selection" not in run.meta:
-            raise ConformanceError(
-                f"{run.path}: no selection in {run.path.parent / 'run.json'} (written by an older suite, or "
-                f"missing): the {side} run cannot be matched cell by cell; rerun it"
-            )
-    old, new = baseline.meta["selection"], candidate.meta["selection"]
-    for key in SELECTION_KEYS:
+    """Two runs can be gated only if they ran the same selection, profile and seed: else one line, exit 2.
+    Where a results file came without its run.json, what both ran is read from the records instead."""
+    if "selection" not in baseline.meta or "selection" not in candidate.meta:
+        old, new = ran(baseline), ran(candidate)
+        keys: tuple[str, ...] = tuple(old)
+        lacking = ", ".join(
+            str(r.path.parent / "run.json") for r in (baseline, candidate) if "selection" not in r.meta
+        )
+        print(
+            f"gate: no selection in {lacking}: the runs are matched by what their records ran",
+            file=sys.stderr,
+        )
+    else:
+        old, new, keys = baseline.meta["selection"], candidate.meta["selection"], SELECTION_KEYS
+    for key in keys:
         # The order of repeated options changes the plan's order, not its cells.
         before, after = (side.get(key, _SELECTION_DEFAULTS.get(key)) for side in (old, new))
         if _unordered(before) != _unordered(after):
             raise ConformanceError(
-                f"baseline and candidate ran different selections: {key} {before!r} vs "
-                f"{after!r}; run both with the same arguments"
+                f"baseline and candidate ran different selections: {key} {_short(before)} vs "
+                f"{_short(after)}; run both with the same arguments"
             )
+
+
+def ran(run: Run) -> dict[str, list[Any]]:
+    """What a run's records say it ran (skipped cases have records too): its selection, read back."""
+    fields = {
+        "implementations": "implementation",
+        "families": "family",
+        "recipes": "recipe",
+        "workflows": "workflow",
+        "checks": "check",
+        "dtypes": "dtype",
+        "seed": "seed",
+    }
+    return {key: sorted({str(r.get(field)) for r in run.records}) for key, field in fields.items()}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "...]"
 
 
 def _unordered(value: Any) -> Any:

@@ -185,11 +185,20 @@ def _legacy(key: str, family: Family, forward: bool) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class Written:
+    """What `write` put in a layout's checkpoint."""
+
+    keys: dict[str, str]  # module -> its key (the embedding's: every name it was written under, joined)
+    values: dict[str, torch.Tensor]  # module -> the values written for it
+    alias_keys: tuple[str, ...] = ()  # the embedding's other names that hold its values (stack names)
+
+
 def write(
     model: torch.nn.Module, natural: Path, out: Path, layout: Layout, family: Family, seed: int
-) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+) -> Written:
     """The model saved by save_pretrained with a head of distinct values (`natural`: HF names every key
-    as its release writes them), then rewritten in `layout`; returns the tie group's keys and values."""
+    as its release writes them), then rewritten in `layout`."""
     from safetensors.torch import load_file, save_file
 
     embedding = model.get_input_embeddings().weight.detach().cpu().clone()
@@ -201,6 +210,7 @@ def write(
     for path in sorted(natural.glob("*.safetensors")):
         tensors.update(load_file(str(path)))
     names = {}
+    alias_keys: tuple[str, ...] = ()
     for module in MODULES:
         found = [
             k
@@ -220,8 +230,9 @@ def write(
         for alias in family.embedding_aliases:  # an untied BART of 5.x wrote values of their own there
             tensors.pop(f"{alias}.weight", None)
         written = family.embedding_aliases[-1:] if layout.aliases == "last" else family.embedding_aliases
-        tensors.update({f"{alias}.weight": values["embedding"].clone() for alias in written})
-        names["embedding"] = ", ".join(f"{alias}.weight" for alias in written)
+        alias_keys = tuple(f"{alias}.weight" for alias in written)
+        tensors.update({key: values["embedding"].clone() for key in alias_keys})
+        names["embedding"] = ", ".join(alias_keys)
     if layout.legacy:  # the other generation of names than this release writes
         forward = not any(names["embedding"].startswith(old) for _, old in family.legacy_prefixes)
         tensors = {_legacy(k, family, forward): v for k, v in tensors.items()}
@@ -239,7 +250,7 @@ def write(
     elif layout.drop == "text":
         config.get("text_config", {}).pop("tie_word_embeddings", None)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    return names, {m: values[m] for m in layout.keys}
+    return Written(names, {m: values[m] for m in layout.keys}, alias_keys)
 
 
 def steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
@@ -249,7 +260,7 @@ def steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     with run.step("build"):
         model = family.build(case.config, case.flags, case.seed, dtype)
     with run.step("write"):
-        keys, written = write(model, folder / "natural", folder / "layout", layout, family, case.seed)
+        written = write(model, folder / "natural", folder / "layout", layout, family, case.seed)
     with run.step("load"):
         torch.manual_seed(case.seed)  # a missing weight is drawn from the global RNG
         loaded, info = pipeline.load_hf(folder / "layout", family, dtype, output_loading_info=True)
@@ -260,10 +271,12 @@ def steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         run.put(
             LAYOUT_LOAD,
             LoadedLayout(
-                keys=keys,
+                keys=written.keys,
                 params=params,
-                present={m: m in written and not (m == "embedding" and layout.aliases) for m in MODULES},
-                written=written,
+                present={
+                    m: m in written.values and not (m == "embedding" and layout.aliases) for m in MODULES
+                },
+                written=written.values,
                 loaded={m: module.weight.detach().cpu() for m, module in modules.items()},
                 rule_tied=family.expected_tied(family.flags_of(loaded.config)),
                 missing=tuple(info.get("missing_keys", ())),
@@ -271,6 +284,6 @@ def steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
                     f"{alias}.weight": loaded.get_submodule(alias).weight.detach().cpu()
                     for alias in (family.embedding_aliases if layout.aliases else ())
                 },
-                alias_keys=tuple(k for k in keys["embedding"].split(", ") if layout.aliases),
+                alias_keys=written.alias_keys,
             ),
         )

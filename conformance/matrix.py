@@ -6,7 +6,9 @@ suite's), by the nightly workflow's job matrix and by the timeline page, so the 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ _ROW_FIELDS = {
     "runner",
     "why",
     "needs",
+    "cover",
 }
 _DTYPES = (
     "float32",
@@ -42,6 +45,7 @@ _DTYPES = (
     "float16",
 )  # conformance.precision's; this module stays standard-library only
 _DEVICES = ("cpu", "cuda")
+_AXES = 7  # len(conformance.cover.AXES): the strongest cover, which is every case
 DEFAULT_RUNNER = "ubuntu-latest"
 _XVER_FIELDS = {"save", "load", "families", "why"}
 
@@ -67,6 +71,7 @@ class Row:
     device: str = ""  # cpu (default) or cuda
     runner: str = ""  # the nightly job's runner label (default ubuntu-latest; a GPU row names a GPU runner)
     needs: str = ""  # a host the specs download from
+    cover: int = 0  # the strength of the t-wise cover it runs (conformance.cover); 0: every case
 
     @property
     def implementations(self) -> list[str]:
@@ -86,10 +91,18 @@ class Row:
         options += [f"--family {name}" for name in self.families]
         options += [f"--workflow {name}" for name in self.workflows]
         options += [f"--device {self.device}"] if self.device else []
-        return "".join(f" {option}" for option in options)
+        return "".join(f" {option}" for option in options) + self.cover_option()
+
+    def cover_option(self) -> str:
+        """The row's --cover for `run` and `export`; CONFORMANCE_COVER, where set, rules every row instead
+        (0: the weekly run of every case), and the commands read it themselves."""
+        return f" --cover {self.cover}" if self.cover and not os.environ.get("CONFORMANCE_COVER") else ""
 
     def unreachable(self, timeout: float = 3.0) -> str | None:
-        """Why this row cannot be built here (its host does not answer), or None."""
+        """Why this row cannot run here (its host does not answer, or it wants a GPU this machine has not),
+        or None. Decided in tox's own interpreter, before an environment is built: no torch here."""
+        if self.device == "cuda" and not gpu_present():
+            return f"{self.name}: skipped, it runs on an NVIDIA GPU and this machine has none (no nvidia-smi)"
         if not self.needs:
             return None
         try:
@@ -97,6 +110,11 @@ class Row:
         except OSError as exc:
             return f"{self.name}: skipped, {self.needs} cannot be reached from this machine ({exc})"
         return None
+
+
+def gpu_present() -> bool:
+    """An NVIDIA driver is installed (what a CUDA row's runner has); torch decides the rest in the run."""
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidiactl").exists()
 
 
 @dataclass(frozen=True)
@@ -122,6 +140,12 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise MatrixError(f"{path}: {exc}") from None
+    cover = data.get("cover", 0)
+    if not isinstance(cover, int) or isinstance(cover, bool) or not 0 <= cover <= _AXES:
+        raise MatrixError(f"{path}:cover: expected a strength 0..{_AXES}, got {cover!r}")
+    unknown = sorted(set(data) - {"cover", "row", "xver"})
+    if unknown:
+        raise MatrixError(f"{path}:{unknown[0]}: unknown key; allowed: cover, row, xver")
     rows: dict[str, Row] = {}
     for i, raw in enumerate(data.get("row", [])):
         where = f"{path}:row[{i}]"
@@ -130,6 +154,7 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
             raise MatrixError(f"{where}.name: {raw['name']!r} is not a new name of a-z, 0-9, '.' and '-'")
         row = Row(
             **{
+                "cover": cover,
                 **raw,
                 "families": tuple(raw.get("families", ())),
                 "workflows": tuple(raw.get("workflows", ())),
@@ -142,6 +167,8 @@ def load(path: Path = MATRIX_FILE) -> Matrix:
             raise MatrixError(f"{where}.autocast: {row.autocast!r}; known: on, off, both")
         if row.tie_states and row.tie_states not in ("natural", "all"):
             raise MatrixError(f"{where}.tie_states: {row.tie_states!r}; known: natural, all")
+        if not 0 <= row.cover <= _AXES:
+            raise MatrixError(f"{where}.cover: expected a strength 0..{_AXES}, got {row.cover!r}")
         if row.device and row.device not in _DEVICES:
             raise MatrixError(f"{where}.device: unknown device {row.device!r}; known: {', '.join(_DEVICES)}")
         if row.device == "cuda" and not row.runner:
@@ -169,6 +196,10 @@ def _fields(raw: object, allowed: set[str], where: str, required: tuple[str, ...
         if not raw.get(key):
             raise MatrixError(f"{where}.{key}: required field is missing")
     for key, value in raw.items():
+        if key == "cover":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise MatrixError(f"{where}.cover: expected a number (a strength), got {value!r}")
+            continue
         lists = ("families", "workflows")
         names = key in lists and isinstance(value, list) and all(isinstance(v, str) for v in value)
         if not names and (key in lists or not isinstance(value, str)):

@@ -11,6 +11,7 @@ import copy
 import json
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,7 @@ def measure_noise(
     has none: both floors are 0 there). A tolerance that scales with it grows with the precision, not
     with what the code under test did to the weights. `measured`: the model's logits, if already taken.
     """
-    exact = copy.deepcopy(model).to(torch.float64)
+    exact = _float64_twin(model)
     measured = logits(model, ids) if measured is None else measured
     run.put(contract.LOGITS_NOISE, float((measured - logits(exact, ids)).abs().max()))
     vocab = model.config.get_text_config().vocab_size
@@ -155,6 +156,27 @@ def measure_noise(
         contract.PROBE_NOISE,
         float(max((rows - exact_rows).abs().max(), (cols - exact_cols).abs().max())),
     )
+
+
+# A float64 copy per model measured: the shared reference models are measured once per case, and a deep
+# copy of a module tree costs more than the forward passes it serves.
+_TWINS: weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module] = weakref.WeakKeyDictionary()
+
+
+def _float64_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` in float64 with its current weights: a deep copy the first time, then the same copy with
+    the weights copied in (and cast) while the model keeps its shapes; buffers outside the state dict
+    (rotary frequencies, embedding scales) come from the config and stay as first copied."""
+    twin = _TWINS.get(model)
+    state = model.state_dict()
+    if twin is not None:
+        held = twin.state_dict()
+        if held.keys() == state.keys() and all(held[k].shape == v.shape for k, v in state.items()):
+            twin.load_state_dict(state)
+            return twin
+    twin = copy.deepcopy(model).to(torch.float64)
+    _TWINS[model] = twin
+    return twin
 
 
 def untied_flags(family: Family) -> TieFlags:

@@ -23,7 +23,7 @@ from conformance.expectations import EXPECTED, UNEXPECTED, UNEXPECTED_PASS
 from conformance.flags import TieFlags
 from conformance.outcomes import CRASHED, OUTCOMES, PASS, REFUSED, SILENT, SKIPPED, WARNED
 from conformance.precision import Precision
-from conformance.results import RUN_FILE
+from conformance.results import RESULTS_FILE, RUN_FILE
 from conformance.versions import under_test
 
 # What a page needs of a record; results from older versions of the suite may lack the rest.
@@ -69,7 +69,12 @@ class Run:
 
 
 def load(path: Path) -> Run:
-    """Read a results.jsonl; an empty, truncated or foreign file raises one ConformanceError line."""
+    """Read a results.jsonl (or the results.jsonl in a run's folder); an empty, truncated or foreign
+    file raises one ConformanceError line."""
+    if path.is_dir():
+        if not (path / RESULTS_FILE).is_file():
+            raise ConformanceError(f"{path}: a folder without a {RESULTS_FILE}")
+        path = path / RESULTS_FILE
     try:
         text = path.read_text()
     except OSError as exc:

@@ -133,6 +133,9 @@ def finished_cases(folder: Path) -> dict[str, list[Record]]:
     return by_case
 
 
+SKIP_REASONS_SHOWN = 5
+
+
 def summary(records: list[Record], out: TextIO, unused: list[Expectation], limit: int = 15) -> None:
     """Counts per check and outcome, then every unexpected result with its repro."""
     by_check: dict[str, Counter] = defaultdict(Counter)
@@ -156,8 +159,16 @@ def summary(records: list[Record], out: TextIO, unused: list[Expectation], limit
         file=out,
     )
     skipped = Counter(r.detail for r in records if r.outcome == SKIPPED)
-    for reason, count in skipped.most_common(5):
+    shown = skipped.most_common(SKIP_REASONS_SHOWN)
+    for reason, count in shown:
         print(f"  skipped {count}: {reason}", file=out)
+    if len(skipped) > len(shown):
+        rest = sum(skipped.values()) - sum(count for _, count in shown)
+        print(
+            f"  skipped {rest} more, for {len(skipped) - len(shown)} other reasons (each record says why: "
+            "the results file, the report)",
+            file=out,
+        )
     for title, wanted in (("UNEXPECTED", UNEXPECTED), ("UNEXPECTEDLY PASSING", UNEXPECTED_PASS)):
         hits = [r for r in records if r.verdict == wanted]
         if not hits:

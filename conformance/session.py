@@ -20,8 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance import device, execution, expectations, features, implementations, outcomes, report, results
-from conformance.engine import Selection, applicable_checks, expect, plan, vocabulary
+from conformance import (
+    device,
+    execution,
+    expectations,
+    families,
+    features,
+    implementations,
+    outcomes,
+    report,
+    results,
+)
+from conformance import recipes as recipe_book
+from conformance.engine import Selection, applicable_checks, covered, expect, full_plan, vocabulary
 from conformance.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, ConformanceError
 from conformance.results import Record
 from conformance.versions import installed, sources
@@ -52,6 +63,7 @@ def selection_record(selection: Selection) -> dict[str, Any]:
         "autocast": selection.autocast,
         "tie_states": selection.tie_states,
         "device": selection.device,
+        "cover": selection.cover,
     }
 
 
@@ -79,6 +91,7 @@ def resumed_selection(folder: Path) -> Selection:
         recorded.get("device", "cpu"),
         recorded.get("autocast", "on"),
         recorded.get("tie_states", "natural"),
+        recorded.get("cover", 0),
     )
 
 
@@ -106,10 +119,31 @@ def _complete(case_records: list[Record], case: Any, selection: Selection) -> bo
     return sorted(r.check for r in case_records) == sorted(wanted)
 
 
+def _why_empty(selection: Selection) -> str:
+    """Where an empty plan comes from a recipe that only implementations not selected here run (a NeMo
+    recipe in an environment without NeMo): which ones, and why they are not planned."""
+    chosen = {i.name for i in implementations.selected(selection.implementations)}
+    book = recipe_book.load()
+    every_family = [f.name for f in families.all_families()]
+    for name in selection.recipes:
+        runners = [
+            i
+            for i in implementations.REGISTRY.values()
+            if any(i.runs_recipe(book.get(name), f) for f in selection.families or every_family)
+        ]
+        if runners and not any(i.name in chosen for i in runners):
+            why = "; ".join(i.unavailable() or f"{i.name} is not selected" for i in runners)
+            return f": recipe {name} runs under {', '.join(i.name for i in runners)} only ({why})"
+    return ""
+
+
 def run(selection: Selection, options: Options) -> int:
-    planned = plan(selection)
+    everything = full_plan(selection)
+    planned = covered(selection, everything)
     if not planned:
-        raise ConformanceError("the selection matched no case (see `python -m conformance list`)")
+        raise ConformanceError(
+            f"the selection matched no case{_why_empty(selection)} (see `python -m conformance list`)"
+        )
     known = expectations.load(vocabulary())  # a malformed expectation file stops the run before any case
     done: dict[int, list[Record]] = {}
     if options.resume:
@@ -134,6 +168,7 @@ def run(selection: Selection, options: Options) -> int:
         "device_unavailable": device.unavailable(selection.device),
         "numerics": device.numerics(),
         "cases": len(planned),
+        "cases_without_cover": len(everything),
         "jobs": options.jobs,
         "case_timeout": options.case_timeout,
         "incomplete": True,
@@ -183,7 +218,12 @@ def run(selection: Selection, options: Options) -> int:
             f"run; results so far in {path}; finish with: python -m conformance run --resume {options.out}"
         )
         return EXIT_INTERRUPTED
-    print(f"\n{len(planned)} cases in {elapsed:.1f}s; results in {path}")
+    of_all = (
+        f" (a {selection.cover}-wise cover of {len(everything)}; --cover 0 runs them all)"
+        if len(planned) < len(everything)
+        else ""
+    )
+    print(f"\n{len(planned)} cases{of_all} in {elapsed:.1f}s; results in {path}")
     if options.report:
         print(f"report: {report.render([report.load(path)], options.out / 'index.html')}")
     bad = {expectations.UNEXPECTED} | ({expectations.UNEXPECTED_PASS} if options.strict else set())

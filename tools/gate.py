@@ -13,12 +13,18 @@ are built with uv under GATE_ENVS (default .tox/gate/sides, a pair per package u
 while their specs stay the same; a candidate from a path or a git URL is reinstalled on every call.
 Results go to GATE_OUT (default reports/gate): baseline/ and candidate/ (results.jsonl, run.json,
 index.html) and gate.html; GATE_BASELINE_RESULTS names a baseline results file (with its run.json)
-to reuse instead of running the baseline again. The exit code is the gate's: 0 no regression,
+to reuse instead of running the baseline again. A released baseline's results are also kept beside its
+environment, keyed by its specs, the selection and the suite's own files, and reused while all three
+stay the same: a second gate against the same release runs the candidate only.
+
+Both sides run a 3-wise cover of the plan (conformance.cover: every combination of three axis values, in
+about a third of the cases); GATE_COVER=0 runs every case. The exit code is the gate's: 0 no regression,
 1 regression, 2 bad input.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -34,6 +40,9 @@ PACKAGES = {
     "nemo": ("NEMO_SPEC", "nemo-automodel", "nemo-automodel,nemo-auto"),  # its own classes, its auto class
 }
 EXIT_BAD_INPUT = 2
+DEFAULT_COVER = "3"
+# What a run's selection depends on besides its arguments: the kept baseline results are keyed by these too.
+RUN_VARIABLES = ("GATE_FAMILIES", "GATE_COVER", "HYPOTHESIS_PROFILE", "TRANSFORMERS_SPEC")
 
 
 class GateError(Exception):
@@ -141,12 +150,44 @@ def build(folder: Path, specs: dict[str, str], under_test: str) -> Path:
 def run_side(python: Path, out: Path, under_test: str, extra: list[str]) -> None:
     families = [f.strip() for f in os.environ.get("GATE_FAMILIES", "").split(",") if f.strip()]
     impls = [arg for impl in PACKAGES[under_test][2].split(",") for arg in ("--impl", impl)]
-    argv = [str(python), "-m", "conformance", "run", *impls, "--out", str(out)]
+    cover = os.environ.get("GATE_COVER") or DEFAULT_COVER
+    argv = [str(python), "-m", "conformance", "run", *impls, "--out", str(out), "--cover", cover]
     argv += [arg for family in families for arg in ("--family", family)] + extra
     done = subprocess.run(argv, cwd=ROOT)
     # 1 means unexpected outcomes, which is the gate's business, not the run's; 2 is bad input.
     if done.returncode not in (0, 1) or not (out / "results.jsonl").is_file():
         raise GateError(f"the run in {python.parent.parent} exited {done.returncode}: see its output above")
+
+
+def suite_digest() -> str:
+    """The suite's own files that decide what a run does and says (its code and its case files)."""
+    digest = hashlib.sha256()
+    for folder in ("conformance", "cases"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def kept_baseline(envs: Path, under_test: str, specs: dict[str, str], argv: list[str]) -> Path | None:
+    """Where a released baseline's results of this selection are kept; None for a moving baseline (a
+    path or a git URL), whose results say nothing about its next state."""
+    if moves(specs[PACKAGES[under_test][1]]):
+        return None
+    variables = {name: os.environ.get(name, "") for name in RUN_VARIABLES}
+    conformance = {k: v for k, v in os.environ.items() if k.startswith("CONFORMANCE_")}
+    key = json.dumps([specs, argv, variables, conformance, suite_digest()], sort_keys=True)
+    return envs / f"{under_test}-baseline" / "runs" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def remember(run: Path, keep: Path) -> None:
+    """Keep a complete baseline run's results for the next gate against the same release."""
+    if json.loads((run / "run.json").read_text()).get("incomplete") is not False:
+        return
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    for name in ("results.jsonl", "run.json"):
+        shutil.copy2(run / name, keep / name)
 
 
 def main(argv: list[str]) -> int:
@@ -158,9 +199,14 @@ def main(argv: list[str]) -> int:
         pythons = {}
         # A baseline already run (the release's results of this selection): only the candidate runs.
         reused = os.environ.get("GATE_BASELINE_RESULTS")
+        if reused and not Path(reused).is_file():
+            raise GateError(f"GATE_BASELINE_RESULTS={reused}: no such results file")
+        keep = None if reused else kept_baseline(envs, under_test, sides["baseline"], argv)
+        if keep is not None and (keep / "results.jsonl").is_file() and (keep / "run.json").is_file():
+            reused = str(keep / "results.jsonl")
+            print(f"gate: the baseline's results of this selection are kept from an earlier gate: {keep}")
+            keep = None
         if reused:
-            if not Path(reused).is_file():
-                raise GateError(f"GATE_BASELINE_RESULTS={reused}: no such results file")
             sides.pop("baseline")
         for side, specs in sides.items():
             began = time.perf_counter()
@@ -171,6 +217,8 @@ def main(argv: list[str]) -> int:
             print(f"\ngate: --- {side} run ---", flush=True)
             run_side(python, out / side, under_test, argv)
             print(f"gate: {side} run took {time.perf_counter() - began:.0f}s", flush=True)
+            if side == "baseline" and keep is not None:
+                remember(out / side, keep)
     except GateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -43,6 +43,20 @@ def pinned_transformers() -> str | None:
     return None
 
 
+def _older(version: str, than: str) -> bool:
+    """Release numbers only (this runs before the environment has `packaging` for sure)."""
+    numbers = [int(p) for p in re.findall(r"\d+", version.split("+")[0])[:3]]
+    return numbers < [int(p) for p in than.split(".")]
+
+
+def _installed(name: str) -> bool:
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def main() -> int:
     spec = sys.argv[1] if len(sys.argv) > 1 else "nemo-automodel"
     pip("--no-deps", spec)
@@ -51,6 +65,12 @@ def main() -> int:
         pip(wanted)
     # NeMoAutoModelForCausalLM's module imports torchao (its QAT code); pure Python, no CUDA needed.
     pip("torchao")
+    # transformers before 5.9 cannot import beside kernels >= 0.12 ("ValueError: Either a revision or a
+    # version must be specified", measured with 5.8.1 and kernels 0.19.1): where something brought kernels
+    # in, take the last release that older transformers work with.
+    old_transformers = _older(metadata.version("transformers"), "5.9")
+    if old_transformers and _installed("kernels") and not _older(metadata.version("kernels"), "0.12"):
+        pip("kernels<0.12")
     source = "TRANSFORMERS_SPEC" if os.environ.get("TRANSFORMERS_SPEC") else "its pin"
     nemo, transformers = metadata.version("nemo-automodel"), metadata.version("transformers")
     print(f"install_nemo: nemo-automodel {nemo} with transformers {transformers} ({source})")

@@ -47,6 +47,15 @@ class Provider(Protocol):
         """The implementation's public re-tie hook."""
 
 
+def hf_model(case: Case, dtype: torch.dtype, workspace: Workspace) -> tuple[tuple, torch.nn.Module]:
+    """HF's model as the case's config builds it (a private copy), and its workspace key. The tie state's
+    storage comes later, on the implementation's model: the key is that of a base built from the flags
+    alone, never that of a base in another storage."""
+    family = case.family_def()
+    key = (case.family, case.knobs, case.flags.built, case.seed, str(dtype))
+    return key, workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, dtype))
+
+
 def run(case: Case, provider: Provider, dtype: torch.dtype, workspace: Workspace) -> CaseRun:
     return pipeline.execute(
         case, lambda run, folder: _steps(run, provider, dtype, workspace, folder), workspace
@@ -58,10 +67,7 @@ def _steps(run: CaseRun, provider: Provider, dtype: torch.dtype, workspace: Work
     fp64 = torch.float64
 
     with run.step("reference"):
-        # HF's model as its config builds it (the tie state's storage comes later, on the saved model):
-        # the key of a base built from the flags alone, never that of a base in another storage.
-        key = (case.family, case.knobs, case.flags.built, case.seed, str(dtype))
-        hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, dtype))
+        key, hf = hf_model(case, dtype, workspace)
         vocab = hf.config.get_text_config().vocab_size
         ids = pipeline.inputs(vocab, case.seed)
         run.put(contract.HF_TIED, is_tied(hf))

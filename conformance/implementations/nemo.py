@@ -1,4 +1,5 @@
-"""NVIDIA NeMo Automodel's own model classes (Gemma4 MoE, Llama, Qwen2), its checkpointer and its LoRA.
+"""NVIDIA NeMo Automodel's own model classes (Gemma4 MoE, Llama, Qwen2, Qwen3, Qwen3.5, Qwen3-VL), its
+checkpointer and its LoRA.
 
 Imported lazily: `nemo_automodel` is optional and slow to import. Built directly from HF configs on CPU
 (`NeMoAutoModelForCausalLM` needs CUDA and torchao), checkpoints through NeMo's Checkpointer without a
@@ -32,8 +33,12 @@ CLASSES = {
     "gemma4-moe": "nemo_automodel.components.models.gemma4_moe.model:Gemma4ForConditionalGeneration",
     "llama": "nemo_automodel.components.models.llama.model:LlamaForCausalLM",
     "qwen2": "nemo_automodel.components.models.qwen2.model:Qwen2ForCausalLM",
+    "qwen3": "nemo_automodel.components.models.qwen3.model:Qwen3ForCausalLM",
     "qwen3.5": "nemo_automodel.components.models.qwen3_5.model:Qwen3_5ForCausalLM",
     "qwen3.5-vl": "nemo_automodel.components.models.qwen3_5.model:Qwen3_5ForConditionalGeneration",
+    # Not Mistral3: NeMo's Mistral3 VLM class claims ministral3 text backbones only (its resolver returns
+    # none for the family's mistral one, and the auto class builds HF's class there).
+    "qwen3-vl": "nemo_automodel.components.models.qwen3_vl.model:Qwen3VLForConditionalGeneration",
 }
 # Plain-torch kernels everywhere: the CPU reference path, and what the HF model computes too.
 _BACKEND = {
@@ -157,7 +162,11 @@ class NeMoProvider:
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
-            model = model_class(family.name)(config, backend=_backend())
+            cls = model_class(family.name)
+            # Subclasses of HF's classes (Qwen3-VL) take no backend: NeMo passes one only to constructors
+            # that name it (model_init._filter_kwargs_for_init).
+            named = "backend" in inspect.signature(cls.__init__).parameters
+            model = cls(config, **({"backend": _backend()} if named else {}))
         finally:
             torch.set_default_dtype(previous)
         return device.place(model.to(dtype).eval())
@@ -231,7 +240,7 @@ def _lora_steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Wor
 IMPLEMENTATION = Implementation(
     name="nemo-automodel",
     package=PACKAGE,
-    about="NeMo Automodel's own Gemma4 MoE, Llama and Qwen2 classes, checkpointer and LoRA",
+    about="NeMo Automodel's own model classes (Gemma4 MoE, Llama, Qwen2/3/3.5, Qwen3-VL), checkpointer, LoRA",
     runners={
         "native": native.runner(PROVIDER),
         "lora-merge": pipeline.runner(_lora_steps),

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from conformance import contract, effective, families, oracles, pipeline
+from conformance.implementations import native_workflow
 from conformance.implementations.native_workflow import Provider
 from conformance.oracles.base import Check, CheckContext, Measurement, diff, tie_word
 from conformance.pipeline import CaseRun, Workspace, is_tied, logits
@@ -73,8 +74,7 @@ def runner(provider: Provider, checkpointer: Any) -> Any:
         with run.step("build"):
             # HF's weights, as native gives them: NeMo's eager init leaves some tensors (Gemma4 MoE's
             # experts) as uninitialised memory, which a training run never saves.
-            key = (case.family, case.knobs, case.flags.built, case.seed, str(dtype))
-            hf = workspace.model(key, lambda: family.build(case.config, case.flags, case.seed, dtype))
+            _, hf = native_workflow.hf_model(case, dtype, workspace)
             built = provider.build(family, case.config, case.flags, case.seed, dtype)
             provider.load_hf_weights(built, hf.state_dict())
             model = families.store(built, case.flags, case.seed)

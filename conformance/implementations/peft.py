@@ -68,6 +68,9 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     if contract.WORKFLOWS[case.workflow].unties_base:
         with run.step("untie"):
             # The documented workaround: load untied, then give lm_head its own copy of the embedding.
+            # What the untied config leaves out of the checkpoint (T5's stack embeddings) is drawn from
+            # the global RNG: seeded, so the case does not depend on what ran before it in this process.
+            torch.manual_seed(case.seed)
             base = pipeline.load_hf(base_dir, family, dtype, tie_word_embeddings=False)
             head = base.get_output_embeddings()
             head.weight = torch.nn.Parameter(base.get_input_embeddings().weight.detach().clone())

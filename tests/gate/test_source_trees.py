@@ -32,6 +32,8 @@ def gate(out: Path, package: str, spec: Path, families: str, baseline: Path | No
     """tools/gate.py with the candidate from a path; returns (exit code, output)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PEFT_SPEC", "NEMO_SPEC", "GATE_BASELINE_SPEC")}
     env.update({f"{package.upper()}_SPEC": str(spec), "GATE_FAMILIES": families, "GATE_OUT": str(out)})
+    # Every case: these tests name the cells a change moves (the default cover is tested on its own).
+    env["GATE_COVER"] = "0"
     env.update(extra_env or {})
     if baseline is not None:
         env["GATE_BASELINE_RESULTS"] = str(baseline)
@@ -62,6 +64,15 @@ def peft_runs(tmp_path_factory):
         "lagging": source_tree.build("peft", top / "tree-lagging", version="0.18.2.dev0"),
     }
     runs = {"reverted": gate(top / "reverted", "peft", trees["reverted"], "llama,gemma4")}
+    # The gate's default: a 3-wise cover on both sides, and the released baseline's results kept for the
+    # next gate (in a folder of this test's own).
+    covered = {"GATE_COVER": "3", "GATE_ENVS": str(top / "envs")}
+    runs["reverted-cover"] = gate(
+        top / "reverted-cover", "peft", trees["reverted"], "llama,gemma4", None, covered
+    )
+    runs["reverted-cover-again"] = gate(
+        top / "reverted-cover-again", "peft", trees["reverted"], "llama,gemma4", None, covered
+    )
     baseline = top / "reverted" / "baseline" / "results.jsonl"
     for name in ("unmodified", "lagging"):
         runs[name] = gate(top / name, "peft", trees[name], "llama,gemma4", baseline=baseline)
@@ -83,10 +94,24 @@ def test_reverted_peft_tree_fails_the_gate_naming_the_cells(peft_runs):
                 cells,
             )
     assert all(any(f"-{w}@" in c for w in ("merge", "merge-resize", "untie-first")) for c in cells), cells
-    assert "--standalone > repro.py" in output
+    assert "--standalone -o repro.py" in output
     assert "@ " in output.split("gate: candidate:", 1)[1].splitlines()[0], "the checkout's commit is named"
     page = (top / "reverted" / "gate.html").read_text()
     assert "REGRESSION" in page and 'id="regressed"' in page
+
+
+def test_a_covered_gate_tells_the_reverted_tree_apart_and_keeps_the_baseline(peft_runs):
+    runs = peft_runs[1]
+    code, output = runs["reverted-cover"]
+    assert code == EXIT_REGRESSION, output[-3000:]
+    cells = set(section(output))
+    assert cells and cells <= set(section(runs["reverted"][1])), "a covered gate names cells of the whole one"
+    assert "a 3-wise cover of" in output and "kept from an earlier gate" not in output
+    code, again = runs["reverted-cover-again"]
+    assert code == EXIT_REGRESSION and "the baseline's results of this selection are kept" in again, again[
+        -2000:
+    ]
+    assert "--- baseline run ---" not in again and set(section(again)) == cells
 
 
 def test_unmodified_peft_tree_passes_the_gate(peft_runs):

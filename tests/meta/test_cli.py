@@ -157,6 +157,13 @@ def test_repro_reruns_one_case(capsys):
     )
 
 
+def test_repro_prints_a_check_with_a_difference_but_no_tolerance(capsys):
+    # layout-load measures a Δ but has no tolerance rule: printing it once raised a TypeError.
+    assert main(["repro", "hf-llama-tT-no_adapter-layout-head@v128.h32.i64.L2.H2.K1.s0"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "layout-load" in out and "max|Δ|=" in out and "Traceback" not in out
+
+
 def test_same_seed_same_results_file_in_one_process_or_two(tmp_path):
     # Separate interpreters, as users run it; the second run forks two workers.
     argv = [
@@ -185,6 +192,27 @@ def test_same_seed_same_results_file_in_one_process_or_two(tmp_path):
     assert first and first == (tmp_path / "b" / "results.jsonl").read_bytes()
 
 
+def test_an_untied_load_does_not_depend_on_the_cases_before_it():
+    # untie-first loads T5 with tie_word_embeddings=False: its stack embeddings are then missing from the
+    # checkpoint and drawn from the global RNG, whose state the cases before had left (jobs=1 and jobs=2
+    # once gave different results files).
+    from conformance.engine import Engine, Selection, plan
+
+    def by_check(engine, case):
+        return {r.check: (r.outcome, r.max_abs_diff, r.noise_floor) for r in engine.records(case)}
+
+    selection = Selection(["peft"], ["t5"], ["lora_attn", "lora_embed"], ["untie-first"])
+    first, second = plan(selection)[:2]
+    alone, after = Engine(Selection()), Engine(Selection())
+    try:
+        expected = by_check(alone, second)
+        after.records(first)
+        assert by_check(after, second) == expected, f"{second.case_id} after {first.case_id}"
+    finally:
+        alone.close()
+        after.close()
+
+
 def test_a_case_does_not_change_the_next_one_in_the_same_process():
     # PEFT's ensure_weight_tying rewrites modules_to_save=["lm_head"] in place; if that reached the
     # shared recipe, mts_head would run with the embedding saved instead, depending on case order.
@@ -206,3 +234,78 @@ def test_a_case_does_not_change_the_next_one_in_the_same_process():
     finally:
         alone.close()
         after.close()
+
+
+def test_a_standalone_repro_can_be_written_to_a_file(tmp_path, capsys):
+    # Under tox, stdout also carries tox's status lines: `> repro.py` made a script that did not parse.
+    target = tmp_path / "repro.py"
+    case_id = "peft-llama-tT-lora_embed-merge@v128.h32.i64.L2.H2.K1.s0"
+    assert main(["repro", case_id, "--standalone", "-o", str(target)]) == EXIT_OK
+    compile(target.read_text(), str(target), "exec")  # a whole script, nothing else in it
+    assert f"wrote {target}" in capsys.readouterr().out
+    assert main(["repro", case_id, "-o", str(target)]) == EXIT_BAD_INPUT
+    assert "add --standalone" in capsys.readouterr().err
+
+
+def test_the_skip_summary_says_how_many_skips_it_does_not_list():
+    import io
+
+    from conformance.results import SKIP_REASONS_SHOWN, Record, summary
+
+    records = []
+    for n in range(SKIP_REASONS_SHOWN + 2):
+        record = Record.__new__(Record)
+        record.__dict__.update(check="reference", outcome="skipped", verdict="ok", detail=f"reason {n}")
+        records.extend([record] * (n + 1))
+    out = io.StringIO()
+    summary(records, out, [])
+    assert "skipped 3 more, for 2 other reasons" in out.getvalue(), out.getvalue()
+
+
+def test_family_options_replace_the_environments_families(monkeypatch):
+    # tox -e gemma4 names its families in CONFORMANCE_FAMILY: `-- --family llama` runs Llama alone.
+    from conformance import cli
+
+    seen = {}
+    monkeypatch.setattr(
+        "conformance.session.run", lambda selection, options: seen.setdefault("s", selection) and 0
+    )
+    monkeypatch.setattr(cli, "header", lambda selection: None)
+    monkeypatch.setenv("CONFORMANCE_FAMILY", "gemma4,gemma4-moe")
+    main(["run", "--family", "llama"])
+    assert seen.pop("s").families == ["llama"]
+    main(["run"])
+    assert seen.pop("s").families == ["gemma4", "gemma4-moe"]
+
+
+def test_a_recipe_of_an_implementation_not_installed_names_it(capsys):
+    from conformance import implementations
+
+    if implementations.get("nemo-automodel").unavailable() is None:
+        pytest.skip("NeMo Automodel is installed here: its recipes plan cases")
+    assert main(["run", "--recipe", "nemo_lora_proj", "--family", "llama"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert "matched no case: recipe nemo_lora_proj runs under nemo-auto, nemo-automodel only" in err, err
+    assert "is not installed" in err and "\n" not in err, err
+
+
+def test_without_its_dependencies_the_module_says_what_to_install():
+    # -S: no site-packages, so not even `packaging` (a dependency of the package) can be imported.
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", "conformance", "list"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "install the package first: pip install -e ." in done.stderr
+
+
+def test_version_names_the_distribution_and_where_it_runs_from(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and out.startswith("python -m conformance ")
+    assert str(Path(__file__).resolve().parents[2] / "conformance") in out

@@ -131,7 +131,7 @@ def test_regression_lines_name_the_cell_numbers_and_repro(tmp_path, capsys):
     assert "pass -> diverged-silent" in line
     assert "max |Δ| 1e-08 -> 0.5 (tolerance 0.0001)" in line
     assert f"repro: python -m conformance repro '{CASE}'" in line
-    assert f"python -m conformance repro '{CASE}' --standalone > repro.py" in line
+    assert f"python -m conformance repro '{CASE}' --standalone -o repro.py" in line
     assert "tie-consistency" not in out.split("REGRESSED")[1]
 
 
@@ -183,13 +183,29 @@ def test_runs_of_different_selections_are_bad_input(tmp_path, capsys, key, value
     assert err.count("\n") == 0 and err.startswith("error: ") and words in err, err
 
 
-def test_a_run_without_its_selection_is_bad_input(tmp_path, capsys):
+def test_a_results_file_without_its_run_json_is_matched_by_its_records(tmp_path, capsys):
+    # A results file copied alone: what it ran is read from its records (the folder is taken too).
     baseline = write_run(tmp_path / "a", [record(PASS)])
-    candidate = write_run(tmp_path / "b", [record(PASS)])
-    (tmp_path / "b" / "run.json").write_text(json.dumps({"versions": {}}))
-    assert main(["gate", str(baseline), str(candidate)]) == EXIT_BAD_INPUT
+    write_run(tmp_path / "b", [record(SILENT)])
+    (tmp_path / "b" / "run.json").unlink()
+    code = main(["gate", str(baseline), str(tmp_path / "b"), "-o", str(tmp_path / "g.html")])
+    assert code == EXIT_UNEXPECTED
+    captured = capsys.readouterr()
+    assert "REGRESSED (1)" in captured.out and "matched by what their records ran" in captured.err
+    # Records of another family: different selections, one line.
+    other = write_run(tmp_path / "c", [record(PASS, family="gemma4")])
+    (tmp_path / "c" / "run.json").unlink()
+    assert main(["gate", str(baseline), str(other)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "different selections: families ['llama'] vs ['gemma4']" in err, err
+
+
+def test_a_folder_without_results_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    baseline = write_run(tmp_path / "a", [record(PASS)])
+    assert main(["gate", str(baseline), str(tmp_path / "empty")]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
-    assert "no selection" in err and err.count("\n") == 0
+    assert err.count("\n") == 0 and "a folder without a results.jsonl" in err, err
 
 
 def test_terminal_output_neutralises_control_characters(tmp_path, capsys):

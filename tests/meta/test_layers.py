@@ -42,7 +42,7 @@ LAYERS = (
         ),
     ),
     ("implementations", ("implementations",)),
-    ("engine", ("engine", "execution", "crossver", "session", "standalone", "testing")),
+    ("engine", ("engine", "cover", "execution", "crossver", "session", "standalone", "testing")),
     ("entry", ("cli", "__main__", "__init__")),
 )
 

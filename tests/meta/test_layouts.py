@@ -37,8 +37,12 @@ def test_the_legacy_layout_really_renames_and_still_loads(tmp_path):
 
     llava = families.get("llava")
     model = llava.build(llava.canonical, TieFlags(False, False), 0, torch.float32)
-    keys, _ = layouts.write(model, tmp_path / "n", tmp_path / "l", layouts.LAYOUTS["layout-legacy"], llava, 0)
-    today = layouts.write(model, tmp_path / "n2", tmp_path / "b", layouts.LAYOUTS["layout-both"], llava, 0)[0]
+    keys = layouts.write(
+        model, tmp_path / "n", tmp_path / "l", layouts.LAYOUTS["layout-legacy"], llava, 0
+    ).keys
+    today = layouts.write(
+        model, tmp_path / "n2", tmp_path / "b", layouts.LAYOUTS["layout-both"], llava, 0
+    ).keys
     assert keys["embedding"] != today["embedding"] and keys["head"] != today["head"]
 
 

@@ -28,8 +28,9 @@ def test_the_shipped_matrix_has_the_rows_measured_by_hand():
     assert found.rows["main"].needs == "github.com" and "git+" in found.rows["main"].peft
     assert found.rows["newest-mergekit"].implementations == ["mergekit"]
     assert found.rows["newest"].implementations == ["hf", "peft"]
-    assert found.rows["newest-half"].run_options() == " --dtype bfloat16 --dtype float16 --autocast both"
-    assert found.rows["newest-states"].run_options() == " --tie-states all"
+    half = " --dtype bfloat16 --dtype float16 --autocast both --cover 3"
+    assert found.rows["newest-half"].run_options() == half
+    assert found.rows["newest"].run_options() == " --tie-states all --cover 3"
     old = found.rows["tf4.57-peft0.18"]  # an old release runs the families its expectations cover
     assert old.families and "qwen2-vl" not in old.families and "--family llama" in old.run_options()
     cuda = found.rows["newest-cuda"]
@@ -57,6 +58,10 @@ def test_the_shipped_matrix_has_the_rows_measured_by_hand():
         ('[[row]]\nname = "a"\nwhy = "w"\ndtype = "float8"\n', "row[0].dtype: unknown dtype 'float8'"),
         ('[[row]]\nname = "a"\nwhy = "w"\ndevice = "tpu"\n', "row[0].device: unknown device 'tpu'"),
         ('[[row]]\nname = "a"\nwhy = "w"\ndevice = "cuda"\n', "row[0].runner: a cuda row needs"),
+        ('cover = "3"\n[[row]]\nname = "a"\nwhy = "w"\n', "matrix.toml:cover: expected a strength"),
+        ('[[row]]\nname = "a"\nwhy = "w"\ncover = "3"\n', "row[0].cover: expected a number"),
+        ('[[row]]\nname = "a"\nwhy = "w"\ncover = 9\n', "row[0].cover: expected a strength 0..7"),
+        ('covers = 3\n[[row]]\nname = "a"\nwhy = "w"\n', "matrix.toml:covers: unknown key"),
     ],
 )
 def test_a_malformed_matrix_is_one_line(tmp_path, text, words):
@@ -65,6 +70,28 @@ def test_a_malformed_matrix_is_one_line(tmp_path, text, words):
     with pytest.raises(matrix.MatrixError) as caught:
         matrix.load(path)
     assert words in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_rows_run_the_files_cover_unless_conformance_cover_says_otherwise(tmp_path, monkeypatch):
+    path = tmp_path / "matrix.toml"
+    path.write_text('cover = 3\n[[row]]\nname = "a"\nwhy = "w"\n[[row]]\nname = "b"\nwhy = "w"\ncover = 0\n')
+    monkeypatch.delenv("CONFORMANCE_COVER", raising=False)
+    rows = matrix.load(path).rows
+    assert rows["a"].run_options() == " --cover 3" and rows["b"].run_options() == ""
+    # The weekly run: the variable reaches the run itself, so no row passes its own --cover.
+    monkeypatch.setenv("CONFORMANCE_COVER", "0")
+    assert rows["a"].run_options() == ""
+
+
+def test_a_cuda_row_is_skipped_with_the_reason_where_there_is_no_gpu(monkeypatch):
+    row = matrix.load().rows["newest-cuda"]
+    monkeypatch.setattr(matrix, "gpu_present", lambda: False)
+    assert row.unreachable() == (
+        "newest-cuda: skipped, it runs on an NVIDIA GPU and this machine has none (no nvidia-smi)"
+    )
+    assert matrix.load().rows["newest"].unreachable() is None
+    monkeypatch.setattr(matrix, "gpu_present", lambda: True)
+    assert row.unreachable() is None
 
 
 def test_an_unreachable_host_skips_its_row_with_the_reason():
@@ -95,3 +122,10 @@ def test_the_nightly_workflow_takes_its_job_matrices_from_the_data_file():
     assert by_row["newest"] == {"row": "newest", "runner": "ubuntu-latest", "torch-backend": "cpu"}
     caches = [s for s in workflow["jobs"]["properties"]["steps"] if "actions/cache" in s.get("uses", "")]
     assert caches and caches[0]["with"]["path"] == ".hypothesis"
+
+
+def test_the_matrix_knows_how_many_axes_a_case_has():
+    # matrix.py stays standard-library only (tox's plugin reads it), so it keeps its own count.
+    from conformance import cover
+
+    assert len(cover.AXES) == matrix._AXES
