@@ -326,8 +326,8 @@ def parser() -> argparse.ArgumentParser:
         "--cover",
         metavar="T",
         help="run a T-wise cover of the plan: every combination of T axis values (implementation, family, "
-        "flags and state, recipe, workflow, precision) in at least one case (default 0: every case, or "
-        "CONFORMANCE_COVER; the nightly rows use 3)",
+        "flags and state, recipe, workflow, precision, config) in at least one case (default 0: every "
+        "case, or CONFORMANCE_COVER; the nightly rows use 3)",
     )
     run.add_argument(
         "--device",

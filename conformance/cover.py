@@ -41,12 +41,11 @@ def values(case: Case) -> tuple[object, ...]:
     )
 
 
-def check_strength(strength: int, where: str = "--cover") -> int:
+def check_strength(strength: int) -> None:
     if strength < 0 or strength > len(AXES):
         raise ConformanceError(
-            f"{where}: {strength} is not a strength; 0 runs every case, 1..{len(AXES)} a t-wise cover"
+            f"--cover: {strength} is not a strength; 0 runs every case, 1..{len(AXES)} a t-wise cover"
         )
-    return strength
 
 
 def select(

@@ -44,18 +44,9 @@ WORKFLOWS = ("merge", "adapter")
 CHECKS = ("roundtrip-fidelity", "tie-consistency", "adapter-roundtrip")
 
 
-def _one_thread() -> None:
-    """Tiny models gain nothing from intra-op threads, and two busy processes on two cores make OpenMP's
-    spinning threads crawl: the cases here run in this process, so it keeps to one thread, as workers do."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def export(families: list[str], out: Path, dtypes: list[str] | None = None, cover: int = 0) -> int:
     """Run the merge and adapter cases of PEFT here, in each of `dtypes` (default float32), and keep what
     they saved under `out`; `cover`: a t-wise cover of those cases (conformance.cover)."""
-    _one_thread()
     if out.exists() and any(out.iterdir()):
         if not (out / MANIFEST).is_file():
             raise ConformanceError(f"{out}: exists, and is not an earlier export; export writes a new folder")
@@ -199,7 +190,6 @@ def import_(folder: Path, out: Path, dtypes: list[str] | None = None) -> int:
     from conformance.engine import parse_case
 
     manifest = _manifest(folder)
-    _one_thread()
 
     saved_in = [str(d) for d in manifest.get("dtypes") or ["float32"]]
     wanted = list(dtypes or saved_in)
