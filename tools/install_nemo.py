@@ -65,10 +65,10 @@ def main() -> int:
         pip(wanted)
     # NeMoAutoModelForCausalLM's module imports torchao (its QAT code); pure Python, no CUDA needed.
     pip("torchao")
-    # transformers before 5.9 cannot import beside kernels >= 0.12 ("ValueError: Either a revision or a
-    # version must be specified", measured with 5.8.1 and kernels 0.19.1): where something brought kernels
-    # in, take the last release that older transformers work with.
-    old_transformers = _older(metadata.version("transformers"), "5.9")
+    # Older transformers cannot import beside kernels >= 0.12 ("ValueError: Either a revision or a version
+    # must be specified"): measured with 5.8.1 and 5.12.1 and kernels 0.19.1, which 5.25.0 imports fine
+    # (5.13-5.24 not measured). Where something brought kernels in, take a release those work with.
+    old_transformers = _older(metadata.version("transformers"), "5.13")
     if old_transformers and _installed("kernels") and not _older(metadata.version("kernels"), "0.12"):
         pip("kernels<0.12")
     source = "TRANSFORMERS_SPEC" if os.environ.get("TRANSFORMERS_SPEC") else "its pin"
