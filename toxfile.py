@@ -20,7 +20,7 @@ from tox.plugin import impl
 from tox.session.state import State
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conformance import matrix
+from conformance.reading import matrix
 
 MATRIX = matrix.load()
 OUT = "reports/matrix"

@@ -27,9 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from conformance import device, effective, families, oracles, outcomes, recipes
-from conformance.engine import Engine, Selection, plan
-from conformance.pipeline import Workspace, inputs, logits, untied_flags
+from conformance.base import device, outcomes
+from conformance.engine.core import Engine, Selection, plan
+from conformance.model import effective, families, oracles, recipes
+from conformance.model.pipeline import Workspace, inputs, logits, untied_flags
 
 
 def bare_case(case, dtype: torch.dtype, folder: Path) -> float:

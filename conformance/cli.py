@@ -9,16 +9,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conformance import outcomes
-from conformance.contract import PROFILES, WORKFLOWS
-from conformance.errors import (  # noqa: F401  (the exit codes are the CLI's too)
+from conformance.base import outcomes
+from conformance.base.contract import PROFILES, WORKFLOWS
+from conformance.base.errors import (  # noqa: F401  (the exit codes are the CLI's too)
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNEXPECTED,
     ConformanceError,
 )
-from conformance.versions import installed, is_dev_build, sources
+from conformance.base.versions import installed, is_dev_build, sources
 
 # The verbs that only read results (report, diff, gate) import neither torch nor transformers, so a
 # maintainer can render a gate's or a nightly's artifacts anywhere: the engine is imported per verb.
@@ -36,7 +36,9 @@ def suite_version() -> str:
 
 
 def header(selection: Any) -> None:
-    from conformance import device, features, implementations
+    from conformance import implementations
+    from conformance.base import device
+    from conformance.model import features
 
     impls = ", ".join(i.name for i in implementations.selected(selection.implementations))
     pkgs = " ".join(f"{k}=={v}" for k, v in installed().items())
@@ -67,14 +69,16 @@ def header(selection: Any) -> None:
                 "whose version range has an upper bound (they describe releases) do not apply"
             )
     for package, names in features.found().items():
-        lacking = [f.name for f in features.FEATURES.values() if f.package == package and f.name not in names]
+        lacking = [
+            f.name for f in features.declared().values() if f.package == package and f.name not in names
+        ]
         shown = f"conformance: features of {package}: {', '.join(names) or 'none'}"
         print(shown + (f" (not found: {', '.join(lacking)})" if lacking else ""))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from conformance import execution, session
-    from conformance.engine import Selection
+    from conformance.engine import execution, session
+    from conformance.engine.core import Selection
 
     named = [args.impl, args.family, args.recipe, args.workflow, args.check]
     if args.resume:
@@ -103,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         resume=bool(args.resume),
     )
-    from conformance import device
+    from conformance.base import device
 
     device.use(selection.device)  # before the header: it reports the numerics pinned for the device
     header(selection)
@@ -114,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _dtypes(args: argparse.Namespace) -> list[str]:
     """--dtype (repeatable), else CONFORMANCE_DTYPE (comma-separated), else float32; checked once."""
-    from conformance.precision import parse_dtypes
+    from conformance.base.precision import parse_dtypes
 
     given = args.dtype or [n.strip() for n in os.environ.get("CONFORMANCE_DTYPE", "").split(",") if n.strip()]
     return parse_dtypes(given, "--dtype/CONFORMANCE_DTYPE")
@@ -134,8 +138,8 @@ def _device(args: argparse.Namespace) -> str:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    from conformance import expectations
-    from conformance.engine import Engine, Selection, parse_case
+    from conformance.engine.core import Engine, Selection, parse_case
+    from conformance.reading import expectations
 
     if args.output and not args.standalone:
         raise ConformanceError("repro -o/--output writes the --standalone script: add --standalone")
@@ -143,7 +147,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     if args.dtype:
         case = _in_precision(case, _dtypes(args))
     if args.standalone:
-        from conformance import standalone
+        from conformance.engine import standalone
 
         script = standalone.script(case)
         if args.output:
@@ -173,7 +177,7 @@ def _in_precision(case: Any, dtypes: list[str]) -> Any:
     import dataclasses
 
     from conformance import implementations
-    from conformance.precision import Precision
+    from conformance.base.precision import Precision
 
     if len(dtypes) != 1:
         raise ConformanceError("--dtype: repro reruns one case, in one precision")
@@ -183,7 +187,7 @@ def _in_precision(case: Any, dtypes: list[str]) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from conformance import report, timeline
+    from conformance.pages import report, timeline
 
     runs = [report.load(Path(p)) for p in args.results]
     view = args.view or ("timeline" if len(runs) > 2 else "matrix")
@@ -197,7 +201,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from conformance import report
+    from conformance.pages import report
 
     old, new = report.load(Path(args.old)), report.load(Path(args.new))
     rows = report.diff(old, new)
@@ -214,7 +218,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from conformance import gate, report
+    from conformance.pages import gate, report
 
     baseline, candidate = report.load(Path(args.baseline)), report.load(Path(args.candidate))
     changes = gate.compare(baseline, candidate)
@@ -236,15 +240,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from conformance import crossver
+    from conformance.engine import crossver
 
     outcomes.quiet_libraries()
     return crossver.export(args.family, Path(args.out), _dtypes(args), _cover(args))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from conformance import crossver
-    from conformance.precision import parse_dtypes
+    from conformance.base.precision import parse_dtypes
+    from conformance.engine import crossver
 
     outcomes.quiet_libraries()
     dtypes = parse_dtypes(args.dtype, "--dtype") if args.dtype else None
@@ -252,8 +256,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from conformance import families, features, implementations
-    from conformance import recipes as recipe_book
+    from conformance import implementations
+    from conformance.model import families, features
+    from conformance.model import recipes as recipe_book
 
     book = recipe_book.load()
     print("families:")
@@ -273,7 +278,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         needs = f" [needs {', '.join(recipe.requires)}]" if recipe.requires else ""
         print(f"  {recipe.name:<28} {'skipped: ' + reason if reason else recipe.about + needs}")
     print("features (probed in the installed libraries):")
-    for feature in features.FEATURES.values():
+    for feature in features.declared().values():
         reason = features.missing(feature.name)
         print(f"  {feature.name:<30} {'not found: ' + reason if reason else 'found'}: {feature.about}")
     print("implementations:")

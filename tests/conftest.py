@@ -9,11 +9,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from hypothesis import settings
 
-from conformance import (
-    generators,  # noqa: F401  (registers the profiles)
-    implementations,
-    versions,
-)
+from conformance import implementations
+from conformance.base import versions
+from conformance.model import generators  # noqa: F401  (registers the profiles)
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 

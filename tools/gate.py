@@ -17,9 +17,9 @@ to reuse instead of running the baseline again. A released baseline's results ar
 environment, keyed by its specs, the selection and the suite's own files, and reused while all three
 stay the same: a second gate against the same release runs the candidate only.
 
-Both sides run a 3-wise cover of the plan (conformance.cover: every combination of three axis values, in
-about a third of the cases); GATE_COVER=0 runs every case. The exit code is the gate's: 0 no regression,
-1 regression, 2 bad input.
+Both sides run a 3-wise cover of the plan (conformance.engine.cover: every combination of three axis
+values, in about a third of the cases); GATE_COVER=0 runs every case. The exit code is the gate's: 0 no
+regression, 1 regression, 2 bad input.
 """
 
 from __future__ import annotations

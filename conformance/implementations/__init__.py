@@ -1,9 +1,11 @@
 """Implementations under test behind one interface, found as modules of this package.
 
-An implementation is one module here that declares `IMPLEMENTATION` (conformance.implementations.base)
-plus one expectations file, cases/expectations/<name>.yaml. Nothing else names it: the packages every
-record carries (conformance.versions) and the code whose errors count as refusals
-(conformance.outcomes) are registered from its declaration when this package loads.
+An implementation is one module here that declares `IMPLEMENTATION` (conformance.implementations.base),
+or one package that declares `IMPLEMENTATIONS` (NeMo Automodel: its own classes and its auto class), plus
+one expectations file per implementation, cases/expectations/<name>.yaml. Nothing else names it: the
+packages every record carries (conformance.base.versions), the code whose errors count as refusals
+(conformance.base.outcomes), its feature probes (conformance.model.features) and its standalone scripts
+(conformance.engine.standalone) come from its declaration when this package loads.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import importlib
 import os
 import pkgutil
 
-from conformance import outcomes, versions
-from conformance.errors import UnknownName
+from conformance.base import outcomes, versions
+from conformance.base.errors import UnknownName
 from conformance.implementations.base import REFUSED_BY_DESIGN, SUPPORTED, Implementation
 
 ENV_VAR = "CONFORMANCE_IMPL"
@@ -33,9 +35,9 @@ __all__ = [
 def _discover() -> dict[str, Implementation]:
     found = []
     for module in pkgutil.iter_modules(__path__):
-        declared = getattr(importlib.import_module(f"{__name__}.{module.name}"), "IMPLEMENTATION", None)
-        if isinstance(declared, Implementation):
-            found.append(declared)
+        loaded = importlib.import_module(f"{__name__}.{module.name}")
+        declared = getattr(loaded, "IMPLEMENTATIONS", (getattr(loaded, "IMPLEMENTATION", None),))
+        found += [impl for impl in declared if isinstance(impl, Implementation)]
     found.sort(key=lambda impl: (impl.order, impl.name))
     for impl in found:
         versions.track(impl.package)

@@ -6,23 +6,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from conformance import contract, versions
-from conformance.outcomes import REFUSED_BY_DESIGN, SUPPORTED
+from conformance.base import contract, versions
+from conformance.base.outcomes import REFUSED_BY_DESIGN, SUPPORTED
 
 if TYPE_CHECKING:
     import torch
 
-    from conformance.cases import Case
-    from conformance.families import Family
-    from conformance.flags import TieFlags
-    from conformance.pipeline import CaseRun, Workspace
-    from conformance.recipes import Recipe
+    from conformance.base.flags import TieFlags
+    from conformance.model.cases import Case
+    from conformance.model.families import Family
+    from conformance.model.pipeline import CaseRun, Workspace
+    from conformance.model.recipes import Recipe
 
     Runner = Callable[[Case, Recipe, torch.dtype, Workspace], CaseRun]
 
-__all__ = ["REFUSED_BY_DESIGN", "SUPPORTED", "Implementation"]
+__all__ = ["REFUSED_BY_DESIGN", "SUPPORTED", "Implementation", "Standalone"]
+
+
+@dataclass(frozen=True)
+class Standalone:
+    """How its cases become standalone repro scripts (conformance.engine.standalone)."""
+
+    template: str  # the script's template: one of conformance/engine/templates, or one in `folder`
+    package: str  # what the script imports besides torch and transformers ("nothing else": HF alone)
+    # The (module, name) imports and the template values one case's script needs beyond the common ones.
+    pieces: Callable[[Case, Recipe], tuple[set[tuple[str, str]], dict[str, Any]]] = lambda case, recipe: (
+        set(),
+        {},
+    )
+    folder: Path | None = None  # where its own templates are (beside its module)
 
 
 @dataclass(frozen=True)
@@ -30,7 +45,8 @@ class Implementation:
     name: str
     package: str  # distribution whose version identifies the implementation under test
     about: str
-    runners: dict[str, Runner]  # workflow (declared in conformance.contract) -> how to run one of its cases
+    # workflow (declared in conformance.base.contract) -> how to run one of its cases
+    runners: dict[str, Runner]
     order: int = 50  # where its cases come in a run (hf, then peft, then the others)
     families: tuple[str, ...] | None = None  # None: every family
     # Whose recipes (cases/recipes.yaml `implementations:`) it runs besides those naming it.
@@ -45,13 +61,15 @@ class Implementation:
     # The pytest marker of its own tests (run in its environment), registered by tests/conftest.py.
     test_marker: str = ""
     # It wraps models with PEFT: its half-precision cases run with PEFT's autocast_adapter_dtype on (the
-    # default: adapter tensors upcast to float32) and off (conformance.precision).
+    # default: adapter tensors upcast to float32) and off (conformance.base.precision).
     autocast_axis: bool = False
-    # Where it can run: a device missing here skips its cases with the reason (conformance.device).
+    # Where it can run: a device missing here skips its cases with the reason (conformance.base.device).
     devices: tuple[str, ...] = ("cpu", "cuda")
     # Its loader converts the list-form `_tied_weights_keys` of remote code written for transformers 4.x,
-    # so it builds such families where transformers 5 alone cannot (conformance.families.remote_code).
+    # so it builds such families where transformers 5 alone cannot (conformance.model.families.remote_code).
     converts_legacy_remote_code: bool = False
+    # Its standalone repro scripts; None: its cases have none (`repro --standalone` says so).
+    standalone: Standalone | None = None
 
     def __post_init__(self) -> None:
         unknown = [w for w in self.runners if w not in contract.WORKFLOWS]

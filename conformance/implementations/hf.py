@@ -1,6 +1,6 @@
 """transformers' own classes: the reference; its `native` run is the reference's self-check, and its
 `resize` runs put `resize_token_embeddings` itself under test (in every tie state), its `layout-*` runs
-`from_pretrained` on the checkpoint layouts real checkpoints have (conformance.layouts)."""
+`from_pretrained` on the checkpoint layouts real checkpoints have (conformance.model.layouts)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from conformance import contract, effective, families, layouts, pipeline
+from conformance.base import contract
 from conformance.implementations import native_workflow as native
-from conformance.implementations.base import Implementation
-from conformance.pipeline import CaseRun, Workspace
-from conformance.recipes import Recipe
+from conformance.implementations.base import Implementation, Standalone
+from conformance.model import effective, families, layouts, pipeline
+from conformance.model.pipeline import CaseRun, Workspace
+from conformance.model.recipes import Recipe
 
 
 def _resize(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:
@@ -41,4 +42,5 @@ IMPLEMENTATION = Implementation(
         **{name: pipeline.runner(layouts.steps) for name in layouts.LAYOUTS},
     },
     order=0,
+    standalone=Standalone("repro_native.py.j2", "nothing else"),
 )

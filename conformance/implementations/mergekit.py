@@ -19,12 +19,13 @@ from typing import Any
 
 import torch
 
-from conformance import contract, effective, oracles, pipeline
+from conformance.base import contract
 from conformance.implementations import peft
 from conformance.implementations.base import Implementation
-from conformance.oracles.base import Check, logits_check
-from conformance.pipeline import CaseRun, Workspace, logits
-from conformance.recipes import Recipe
+from conformance.model import effective, oracles, pipeline
+from conformance.model.oracles.base import Check, logits_check
+from conformance.model.pipeline import CaseRun, Workspace, logits
+from conformance.model.recipes import Recipe
 
 PACKAGE = "mergekit"
 # Weights of fine-tunes A and B in the linear merge: unequal, so a head taken from one input alone shows.

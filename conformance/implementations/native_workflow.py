@@ -14,11 +14,12 @@ from typing import Protocol
 
 import torch
 
-from conformance import contract, effective, families, pipeline
-from conformance.cases import Case
-from conformance.families import Family, Knobs
-from conformance.flags import TieFlags
-from conformance.pipeline import CaseRun, Workspace, is_tied, logits
+from conformance.base import contract
+from conformance.base.flags import TieFlags
+from conformance.model import effective, families, pipeline
+from conformance.model.cases import Case
+from conformance.model.families import Family, Knobs
+from conformance.model.pipeline import CaseRun, Workspace, is_tied, logits
 
 
 def runner(provider: Provider) -> Callable[..., CaseRun]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pprint
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from conformance import contract, effective, families, pipeline
-from conformance.cases import Case
-from conformance.implementations.base import Implementation
-from conformance.pipeline import CaseRun, Workspace, logits
-from conformance.recipes import Recipe
+from conformance.base import contract
+from conformance.implementations.base import Implementation, Standalone
+from conformance.model import effective, families, features, pipeline
+from conformance.model.cases import Case
+from conformance.model.pipeline import CaseRun, Workspace, logits
+from conformance.model.recipes import Recipe
 
 WORKFLOWS = ("merge", "adapter", "untie-first", "resize-merge", "merge-resize")
 
@@ -43,7 +47,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     base_dir = None
 
     with run.step("build"):
-        # In its tie state: the storage the flags rule, or a head apart / an alias (conformance.flags).
+        # In its tie state: the storage the flags rule, or a head apart / an alias (conformance.base.flags).
         base = workspace.model(base_key, lambda: _base(family, case, dtype))
         vocab = base.config.get_text_config().vocab_size
         ids = pipeline.inputs(vocab, case.seed)
@@ -157,6 +161,125 @@ def _merge_then_resize(
     pipeline.reload(run, folder / "resized", family, ids, dtype)
 
 
+# ---- Feature probes: what this PEFT build can do, asked of it (conformance.model.features). A pull
+# request's build carries the version string of the release it follows, so recipes ask probes, not versions.
+def _lora_fields() -> set[str]:
+    from peft import LoraConfig
+
+    return {f.name for f in dataclasses.fields(LoraConfig)}
+
+
+def _field(name: str) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        return None if name in _lora_fields() else f"LoraConfig has no field {name}"
+
+    return probe
+
+
+def _wrap(**lora: object) -> object:
+    """get_peft_model on a fresh tied 1-layer Llama with these LoraConfig arguments."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    unknown = sorted(set(lora) - _lora_fields())
+    if unknown:
+        raise features.Absent(f"LoraConfig has no field {', '.join(unknown)}")
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
+    return get_peft_model(LlamaForCausalLM(config), LoraConfig(r=2, lora_alpha=4, **lora))
+
+
+def _names(model: object) -> list[str]:
+    return [name for name, _ in model.named_parameters(remove_duplicate=False)]  # type: ignore[attr-defined]
+
+
+def _tokens_dict_lm_head() -> str | None:
+    # 0.17 wraps the dict's lm_head entry as an embedding and fails on `embedding_dim`.
+    model = _wrap(
+        target_modules=["q_proj"], trainable_token_indices={"embed_tokens": [3, 5], "lm_head": [9, 11]}
+    )
+    if not any("lm_head" in n and "trainable_tokens" in n for n in _names(model)):
+        return "a dict naming lm_head gives lm_head no trainable-token rows"
+    return None
+
+
+def _ewt_target_modules() -> str | None:
+    # 0.18 accepts the flag but only warns: LoRA lands on embed_tokens, lm_head stays a plain Linear.
+    model = _wrap(target_modules=["embed_tokens"], ensure_weight_tying=True)
+    if not any(".lm_head.lora_" in n for n in _names(model)):
+        return "with ensure_weight_tying, LoRA on embed_tokens leaves the tied lm_head without an adapter"
+    return None
+
+
+def _ewt_trainable_tokens() -> str | None:
+    # The documented answer to different rows on the tied pair is a ValueError; 0.18 never reads the flag
+    # for trainable tokens and accepts them as two separate adapters.
+    _wrap(target_modules=["q_proj"], ensure_weight_tying=True, trainable_token_indices=[3, 5])
+    try:
+        _wrap(
+            target_modules=["q_proj"],
+            ensure_weight_tying=True,
+            trainable_token_indices={"embed_tokens": [3, 5], "lm_head": [9, 11]},
+        )
+    except ValueError:
+        return None
+    return "ensure_weight_tying accepts different trainable-token rows on the tied layers (not applied)"
+
+
+for _feature in (
+    features.Feature(
+        "trainable-tokens", "peft", "LoraConfig.trainable_token_indices", _field("trainable_token_indices")
+    ),
+    features.Feature(
+        "trainable-tokens-dict-lm-head",
+        "peft",
+        "trainable_token_indices in dict form naming lm_head",
+        _tokens_dict_lm_head,
+    ),
+    features.Feature(
+        "ewt-modules-to-save",
+        "peft",
+        "ensure_weight_tying for modules_to_save (PEFT PR #2803)",
+        _field("ensure_weight_tying"),
+    ),
+    features.Feature(
+        "ewt-target-modules",
+        "peft",
+        "ensure_weight_tying for target_modules (PEFT PR #2879)",
+        _ewt_target_modules,
+    ),
+    features.Feature(
+        "ewt-trainable-tokens",
+        "peft",
+        "ensure_weight_tying for trainable_token_indices (PEFT PR #2870)",
+        _ewt_trainable_tokens,
+    ),
+):
+    features.register(_feature)
+
+
+def _script(case: Case, recipe: Recipe) -> tuple[set[tuple[str, str]], dict[str, object]]:
+    """The adapter of a standalone script: the recipe's LoraConfig, its rows, its scaling."""
+    family = case.family_def()
+    values = {
+        "adapter": pprint.pformat(recipe.adapter_kwargs(family.module_names), sort_dicts=False),
+        "touches": tuple(sorted(recipe.touches)),
+        "shared": recipe.on_tied_model == "shared",
+        "rows": recipe.token_indices(),
+        "scaling": recipe.scaling,
+        "noise": effective.ADAPTER_SCALE,
+        "autocast": case.precision.autocast is not False,
+    }
+    return {("peft", "LoraConfig"), ("peft", "PeftModel"), ("peft", "get_peft_model")}, values
+
+
 IMPLEMENTATION = Implementation(
     name="peft",
     package="peft",
@@ -164,4 +287,5 @@ IMPLEMENTATION = Implementation(
     runners=dict.fromkeys(WORKFLOWS, pipeline.runner(_steps)),
     order=1,
     autocast_axis=True,
+    standalone=Standalone("repro_peft.py.j2", "peft", _script),
 )

@@ -7,8 +7,8 @@ made from the check registry: a new check gets its test without an edit here.
 
 import pytest
 
-from conformance.oracles import CHECKS
-from conformance.testing import assert_check, cells
+from conformance.engine.testing import assert_check, cells
+from conformance.model.oracles import CHECKS
 
 pytestmark = pytest.mark.conformance
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import parametrize_from_file as pff
 import pytest
 
-from conformance.engine import parse_case
-from conformance.oracles import CHECKS
-from conformance.testing import applies, assert_check
+from conformance.engine.core import parse_case
+from conformance.engine.testing import applies, assert_check
+from conformance.model.oracles import CHECKS
 
 pytestmark = pytest.mark.conformance
 PINNED = Path(__file__).resolve().parents[2] / "cases" / "pinned.yaml"

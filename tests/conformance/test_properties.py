@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from conformance import cases, contract, generators, implementations, oracles, precision
-from conformance.testing import runnable, verdict_problem
+from conformance import implementations
+from conformance.base import contract, precision
+from conformance.engine.testing import runnable, verdict_problem
+from conformance.model import cases, generators, oracles
 
 pytestmark = pytest.mark.conformance
 

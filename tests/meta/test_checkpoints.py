@@ -9,9 +9,10 @@ import os
 import pytest
 import torch
 
-from conformance import checkpoints, families, pipeline
-from conformance.checkpoints import UnsafeCheckpoint
-from conformance.flags import TieFlags
+from conformance.base import checkpoints
+from conformance.base.checkpoints import UnsafeCheckpoint
+from conformance.base.flags import TieFlags
+from conformance.model import families, pipeline
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import casefiles
+from conformance.base import casefiles
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED, main
 
 SMALL = [
@@ -196,7 +196,7 @@ def test_an_untied_load_does_not_depend_on_the_cases_before_it():
     # untie-first loads T5 with tie_word_embeddings=False: its stack embeddings are then missing from the
     # checkpoint and drawn from the global RNG, whose state the cases before had left (jobs=1 and jobs=2
     # once gave different results files).
-    from conformance.engine import Engine, Selection, plan
+    from conformance.engine.core import Engine, Selection, plan
 
     def by_check(engine, case):
         return {r.check: (r.outcome, r.max_abs_diff, r.noise_floor) for r in engine.records(case)}
@@ -216,8 +216,8 @@ def test_an_untied_load_does_not_depend_on_the_cases_before_it():
 def test_a_case_does_not_change_the_next_one_in_the_same_process():
     # PEFT's ensure_weight_tying rewrites modules_to_save=["lm_head"] in place; if that reached the
     # shared recipe, mts_head would run with the embedding saved instead, depending on case order.
-    from conformance import recipes
-    from conformance.engine import Engine, Selection, plan
+    from conformance.engine.core import Engine, Selection, plan
+    from conformance.model import recipes
 
     def by_check(engine, case):
         return {r.check: (r.outcome, r.max_abs_diff) for r in engine.records(case)}
@@ -250,7 +250,7 @@ def test_a_standalone_repro_can_be_written_to_a_file(tmp_path, capsys):
 def test_the_skip_summary_says_how_many_skips_it_does_not_list():
     import io
 
-    from conformance.results import SKIP_REASONS_SHOWN, Record, summary
+    from conformance.reading.results import SKIP_REASONS_SHOWN, Record, summary
 
     records = []
     for n in range(SKIP_REASONS_SHOWN + 2):
@@ -268,7 +268,7 @@ def test_family_options_replace_the_environments_families(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(
-        "conformance.session.run", lambda selection, options: seen.setdefault("s", selection) and 0
+        "conformance.engine.session.run", lambda selection, options: seen.setdefault("s", selection) and 0
     )
     monkeypatch.setattr(cli, "header", lambda selection: None)
     monkeypatch.setenv("CONFORMANCE_FAMILY", "gemma4,gemma4-moe")

@@ -7,10 +7,12 @@ import dataclasses
 
 import pytest
 
-from conformance import cases, contract, families, implementations, oracles, outcomes, versions
-from conformance.engine import Engine, Selection, plan
-from conformance.flags import TieFlags
-from conformance.pipeline import CaseRun
+from conformance import implementations
+from conformance.base import contract, outcomes, versions
+from conformance.base.flags import TieFlags
+from conformance.engine.core import Engine, Selection, plan
+from conformance.model import cases, families, oracles
+from conformance.model.pipeline import CaseRun
 
 
 def test_checks_and_their_needs_are_declared_once():

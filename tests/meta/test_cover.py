@@ -1,4 +1,4 @@
-"""The t-wise cover of a plan (conformance.cover): every t-way combination the plan has, in fewer cases."""
+"""The t-wise cover of a plan (conformance.engine.cover): every t-way combination, in fewer cases."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from conformance import cover
-from conformance.engine import Selection, covered, full_plan, plan, skip_reason
-from conformance.errors import ConformanceError
+from conformance.base.errors import ConformanceError
+from conformance.engine import cover
+from conformance.engine.core import Selection, covered, full_plan, plan, skip_reason
 
 
 def combinations(cases, strength):

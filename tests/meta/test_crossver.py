@@ -13,9 +13,9 @@ import textwrap
 import pytest
 import torch
 
-from conformance import expectations
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from conformance.engine import expect, vocabulary
+from conformance.engine.core import expect, vocabulary
+from conformance.reading import expectations
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ expectations:
 
 
 def _record(recipe, outcome, versions, saved_with):
-    from conformance.results import Record
+    from conformance.reading.results import Record
 
     return Record(
         case_id=f"peft-llama-tT-{recipe}-merge@v128.h32.i64.L2.H2.K1.s0",

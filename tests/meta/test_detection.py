@@ -8,11 +8,11 @@ import torch
 import transformers
 from peft.tuners.lora import LoraModel
 
-from conformance import effective
-from conformance.expectations import UNEXPECTED
-from conformance.flags import TieFlags
-from conformance.outcomes import PASS
-from conformance.testing import fresh_records
+from conformance.base.flags import TieFlags
+from conformance.base.outcomes import PASS
+from conformance.engine.testing import fresh_records
+from conformance.model import effective
+from conformance.reading.expectations import UNEXPECTED
 
 
 def _run(recipe: str, tied: bool, workflow: str = "merge") -> dict:

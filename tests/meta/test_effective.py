@@ -5,10 +5,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from conformance import effective, families
-from conformance.effective import AdapterTensors
-from conformance.flags import TieFlags
-from conformance.recipes import Recipe
+from conformance.base.flags import TieFlags
+from conformance.model import effective, families
+from conformance.model.effective import AdapterTensors
+from conformance.model.recipes import Recipe
 
 
 def _recipe(on_tied_model="separate", **lora):
@@ -137,7 +137,7 @@ def test_token_rows_of_the_list_form_land_on_the_input_embedding_whatever_its_na
 
 
 def test_an_encoder_decoder_forward_feeds_the_decoder_and_its_reference_unties_every_name():
-    from conformance import pipeline
+    from conformance.model import pipeline
 
     t5 = families.get("t5")
     model = t5.build(t5.canonical, TieFlags(True), 0, torch.float32)
@@ -152,7 +152,7 @@ def test_an_encoder_decoder_forward_feeds_the_decoder_and_its_reference_unties_e
 
 
 def test_rows_counted_from_the_end_are_the_rows_a_resize_added():
-    from conformance import pipeline, recipes
+    from conformance.model import pipeline, recipes
 
     book = recipes.load()
     listed, both = book.get("tokens_new_rows"), book.get("tokens_new_rows_head")
@@ -166,8 +166,8 @@ def test_rows_counted_from_the_end_are_the_rows_a_resize_added():
 
 
 def test_new_token_rows_are_trained_merged_and_reloaded_on_a_resized_llama():
-    from conformance.outcomes import PASS
-    from conformance.testing import fresh_records
+    from conformance.base.outcomes import PASS
+    from conformance.engine.testing import fresh_records
 
     got = fresh_records("peft", "llama", TieFlags(False), "tokens_new_rows", "resize-merge")
     assert got["adapter-effect"].outcome == PASS, got["adapter-effect"].detail

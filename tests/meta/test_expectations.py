@@ -4,11 +4,11 @@ import textwrap
 
 import pytest
 
-from conformance import expectations
-from conformance.engine import vocabulary
-from conformance.errors import CaseFileError, ConformanceError
-from conformance.expectations import Subject
-from conformance.outcomes import PASS, SILENT, SKIPPED, WARNED
+from conformance.base.errors import CaseFileError, ConformanceError
+from conformance.base.outcomes import PASS, SILENT, SKIPPED, WARNED
+from conformance.engine.core import vocabulary
+from conformance.reading import expectations
+from conformance.reading.expectations import Subject
 
 ENTRY = """
 expectations:

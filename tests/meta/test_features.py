@@ -14,12 +14,14 @@ import peft
 import pytest
 import torch
 
-from conformance import expectations, features, versions
-from conformance import recipes as recipe_book
-from conformance.engine import vocabulary
-from conformance.errors import ConformanceError
+from conformance.base import versions
+from conformance.base.errors import ConformanceError
+from conformance.engine.core import vocabulary
+from conformance.model import features
+from conformance.model import recipes as recipe_book
+from conformance.reading import expectations
 
-PEFT_FEATURES = [f.name for f in features.FEATURES.values() if f.package == "peft"]
+PEFT_FEATURES = [f.name for f in features.declared().values() if f.package == "peft"]
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance import gate
+from conformance.base.outcomes import CRASHED, OUTCOMES, PASS, REFUSED, SILENT, SKIPPED, WARNED
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED, main
-from conformance.outcomes import CRASHED, OUTCOMES, PASS, REFUSED, SILENT, SKIPPED, WARNED
+from conformance.pages import gate
 
 CASE = "peft-llama-tT-mts_embed-merge@v128.h32.i64.L2.H2.K1.s0"
 SELECTION = {
@@ -113,7 +113,7 @@ def test_policy_cell(tmp_path, old, new):
 
 
 def _load(path: Path):
-    from conformance import report
+    from conformance.pages import report
 
     return report.load(path)
 

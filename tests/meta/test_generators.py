@@ -5,8 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import cases, effective, families, generators, precision
-from conformance.flags import TieFlags, combinations
+from conformance.base import precision
+from conformance.base.flags import TieFlags, combinations
+from conformance.model import cases, effective, families, generators
 
 # Families transformers alone builds here (remote code of 4.x needs a converting loader under 5.x).
 RUNNABLE = [f for f in families.all_families() if f.unavailable() is None and f.legacy_unavailable() is None]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from test_report import _browser
 
-from conformance import expectations
+from conformance.base.errors import ConformanceError
 from conformance.cli import EXIT_OK, main
-from conformance.engine import vocabulary
-from conformance.errors import ConformanceError
+from conformance.engine.core import vocabulary
+from conformance.reading import expectations
 
 SCRIPT = "</script><script>window.__pwned='script';document.title='PWNED'</script>"
 IMAGE = "<img src=x onerror=\"window.__pwned='img'\">"

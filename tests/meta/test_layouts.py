@@ -1,4 +1,4 @@
-"""Checkpoint layouts (conformance.layouts): what real checkpoints hold, loaded by from_pretrained.
+"""Checkpoint layouts (conformance.model.layouts): what real checkpoints hold, loaded by from_pretrained.
 
 The layout-load check must pass on what transformers does today, and fail where a loader gives a module
 another key's tensor, or leaves a key out silently.
@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 import transformers
 
-from conformance import layouts
-from conformance.expectations import UNEXPECTED
-from conformance.flags import TieFlags
-from conformance.oracles.base import CheckContext
-from conformance.outcomes import PASS, SKIPPED
-from conformance.testing import fresh_records
+from conformance.base.flags import TieFlags
+from conformance.base.outcomes import PASS, SKIPPED
+from conformance.engine.testing import fresh_records
+from conformance.model import layouts
+from conformance.model.oracles.base import CheckContext
+from conformance.reading.expectations import UNEXPECTED
 
 
 def _layout(family: str, flags: TieFlags, layout: str) -> dict:
@@ -33,7 +33,7 @@ def test_every_layout_loads_each_module_from_its_key_on_a_flat_and_a_vl_family()
 
 
 def test_the_legacy_layout_really_renames_and_still_loads(tmp_path):
-    from conformance import families
+    from conformance.model import families
 
     llava = families.get("llava")
     model = llava.build(llava.canonical, TieFlags(False, False), 0, torch.float32)
@@ -76,7 +76,7 @@ def _loaded(present: dict, loaded: dict, rule_tied: bool, missing=()) -> layouts
 
 
 def _judge(got: layouts.LoadedLayout):
-    from conformance import families, oracles
+    from conformance.model import families, oracles
 
     ctx = CheckContext(families.get("llama"), "layout-both", False, False)
     return oracles.get("layout-load").evaluate({layouts.LAYOUT_LOAD: got}, None, ctx)

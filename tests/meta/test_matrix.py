@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conformance import matrix
+from conformance.reading import matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,12 +106,15 @@ def test_the_nightly_workflow_takes_its_job_matrices_from_the_data_file():
     triggers = workflow.get("on", workflow.get(True))
     assert "schedule" in triggers and "workflow_dispatch" in triggers
     plan = "\n".join(step.get("run", "") for step in workflow["jobs"]["plan"]["steps"])
-    assert "python -m conformance.matrix rows" in plan and "python -m conformance.matrix pairs" in plan
+    assert (
+        "python -m conformance.reading.matrix rows" in plan
+        and "python -m conformance.reading.matrix pairs" in plan
+    )
     row_job = workflow["jobs"]["row"]
     assert "needs.plan.outputs.rows" in row_job["strategy"]["matrix"]["include"]
     assert row_job["runs-on"] == "${{ matrix.runner }}"
     done = subprocess.run(
-        [sys.executable, "-m", "conformance.matrix", "rows"], capture_output=True, text=True
+        [sys.executable, "-m", "conformance.reading.matrix", "rows"], capture_output=True, text=True
     )
     jobs = json.loads(done.stdout)
     assert [job["row"] for job in jobs] == list(matrix.load().rows)
@@ -126,6 +129,6 @@ def test_the_nightly_workflow_takes_its_job_matrices_from_the_data_file():
 
 def test_the_matrix_knows_how_many_axes_a_case_has():
     # matrix.py stays standard-library only (tox's plugin reads it), so it keeps its own count.
-    from conformance import cover
+    from conformance.engine import cover
 
     assert len(cover.AXES) == matrix._AXES

@@ -7,11 +7,11 @@ import pytest
 
 pytest.importorskip("mergekit", reason="mergekit is not installed (tox -e mergekit)")
 
-from conformance.expectations import EXPECTED, OK, UNEXPECTED
-from conformance.flags import TieFlags
+from conformance.base.flags import TieFlags
+from conformance.base.outcomes import CRASHED, PASS
+from conformance.engine.testing import assert_timed_out, fresh_records, run_hanging
 from conformance.implementations import mergekit as mergekit_impl
-from conformance.outcomes import CRASHED, PASS
-from conformance.testing import assert_timed_out, fresh_records, run_hanging
+from conformance.reading.expectations import EXPECTED, OK, UNEXPECTED
 
 pytestmark = pytest.mark.mergekit
 UNTIED, TIED = TieFlags(False), TieFlags(True)

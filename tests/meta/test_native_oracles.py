@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from conformance import families
-from conformance.flags import TieFlags
-from conformance.oracles import CHECKS, CheckContext
+from conformance.base.flags import TieFlags
+from conformance.model import families
+from conformance.model.oracles import CHECKS, CheckContext
 
 LLAMA = families.get("llama")
 LOGITS = torch.zeros(1, 2, 3, dtype=torch.float64)
@@ -81,7 +81,7 @@ def test_weights_kept_names_the_layer_and_the_load():
 
 
 def test_resize_keeps_weights_names_the_overwritten_layer_and_the_tie():
-    from conformance.pipeline import Resized
+    from conformance.model.pipeline import Resized
 
     check = CHECKS["resize-keeps-weights"]
     rows, cols = torch.zeros(4, 2), torch.ones(4, 2)

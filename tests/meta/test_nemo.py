@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("nemo_automodel", reason="nemo-automodel is not installed (tox -e nemo)")
 
-from conformance import families
-from conformance.expectations import EXPECTED, OK, UNEXPECTED
-from conformance.flags import TieFlags
-from conformance.implementations import nemo
-from conformance.outcomes import PASS, REFUSED_BY_DESIGN, SUPPORTED
-from conformance.outcomes import REFUSED as REFUSED_OUTCOME
-from conformance.testing import assert_timed_out, fresh_records, run_hanging
+from conformance.base.flags import TieFlags
+from conformance.base.outcomes import PASS, REFUSED_BY_DESIGN, SUPPORTED
+from conformance.base.outcomes import REFUSED as REFUSED_OUTCOME
+from conformance.engine.testing import assert_timed_out, fresh_records, run_hanging
+from conformance.implementations.nemo import classes as nemo
+from conformance.model import families
+from conformance.reading.expectations import EXPECTED, OK, UNEXPECTED
 
 pytestmark = pytest.mark.nemo
 MOE = families.get("gemma4-moe")

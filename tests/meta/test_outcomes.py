@@ -7,8 +7,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from conformance import families, outcomes
-from conformance.flags import TieFlags
+from conformance.base import outcomes
+from conformance.base.flags import TieFlags
+from conformance.model import families
 
 
 def _tied_llama():

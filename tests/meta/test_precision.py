@@ -6,14 +6,15 @@ import json
 
 import pytest
 
-from conformance import cases, contract, families, oracles, precision
+from conformance.base import contract, precision
+from conformance.base.errors import ConformanceError
+from conformance.base.flags import TieFlags
+from conformance.base.precision import Precision
 from conformance.cli import EXIT_BAD_INPUT, main
-from conformance.engine import Engine, Selection, parse_case, plan
-from conformance.errors import ConformanceError
-from conformance.flags import TieFlags
-from conformance.precision import Precision
-from conformance.report import row_label
-from conformance.timeline import cell_key
+from conformance.engine.core import Engine, Selection, parse_case, plan
+from conformance.model import cases, families, oracles
+from conformance.pages.report import row_label
+from conformance.pages.timeline import cell_key
 
 LLAMA = "v128.h32.i64.L2.H2.K1.s0"
 
@@ -112,9 +113,9 @@ def test_records_show_floor_factor_and_tolerance_and_float32_keeps_its_minimum()
 
 
 def test_expectations_condition_on_dtype_and_autocast(tmp_path):
-    from conformance import expectations
-    from conformance.engine import vocabulary
-    from conformance.expectations import Subject
+    from conformance.engine.core import vocabulary
+    from conformance.reading import expectations
+    from conformance.reading.expectations import Subject
 
     path = tmp_path / "peft.yaml"
     path.write_text(
@@ -191,7 +192,7 @@ def test_repro_reruns_a_case_in_another_precision(capsys):
 def test_a_logits_tolerance_never_falls_below_the_rounding_of_the_values_compared():
     import torch
 
-    from conformance.oracles.base import spacing
+    from conformance.model.oracles.base import spacing
 
     # float16 at magnitude 2..4 has a unit in the last place of 2**-9; float32 far below any tolerance.
     values = [torch.tensor([3.3, -1.0], dtype=torch.float64), "not a tensor"]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance import casefiles, report
+from conformance.base import casefiles
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from conformance.pages import report
 
 
 def _llama_run(*recipes: str) -> list[str]:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from peft.tuners.lora import LoraModel
 
+from conformance.base.outcomes import CRASHED, PASS
 from conformance.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, main
-from conformance.outcomes import CRASHED, PASS
-from conformance.testing import assert_timed_out, run_hanging
+from conformance.engine.testing import assert_timed_out, run_hanging
 
 SMALL = ["--impl", "peft", "--family", "llama", "--recipe", "lora_attn", "--recipe", "mts_embed"]
 SMALL += ["--workflow", "merge", "--no-report"]
@@ -180,8 +180,8 @@ LoraModel.merge_and_unload = merge
 
 
 def test_spawned_workers_judge_as_forked_ones_and_a_crash_costs_one_case(tmp_path, monkeypatch):
-    from conformance.engine import Selection, plan
-    from conformance.execution import judge_all, start_method
+    from conformance.engine.core import Selection, plan
+    from conformance.engine.execution import judge_all, start_method
 
     selection = Selection(["peft"], ["llama"], ["lora_attn", "mts_embed"], ["merge"], dtypes=["bfloat16"])
     assert start_method(selection) == "fork" and start_method(Selection(device="cuda")) == "spawn"

@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
+from conformance.base.outcomes import PASS
+from conformance.base.versions import installed
 from conformance.cli import EXIT_BAD_INPUT, main
-from conformance.engine import parse_case
-from conformance.outcomes import PASS
-from conformance.testing import engine
-from conformance.versions import installed
+from conformance.engine.core import parse_case
+from conformance.engine.testing import engine
 
 CASES = {
     # diverges: LoRA on a tied embedding merges into the shared matrix (an expected limitation)
@@ -49,7 +49,7 @@ _LINE = re.compile(r"^(?P<check>[a-z0-9-]+)\s+(?P<verdict>holds|DIVERGES)\s+obse
 
 
 def run_script(case_id: str, folder) -> tuple[int, str, str]:
-    from conformance import standalone
+    from conformance.engine import standalone
 
     path = folder / "repro.py"
     path.write_text(standalone.script(parse_case(case_id)))

@@ -2,9 +2,9 @@
 
 import torch
 
-from conformance import families
-from conformance.flags import TieFlags
-from conformance.pipeline import Workspace, logits
+from conformance.base.flags import TieFlags
+from conformance.model import families
+from conformance.model.pipeline import Workspace, logits
 
 
 def test_cached_base_logits_follow_the_inputs(tmp_path):

@@ -1,0 +1,2 @@
+"""The pages made from results (report, diff, gate, timeline) and their templates. Like reading/, they
+need no torch."""
