@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance import cli
 from conformance.base import casefiles
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED, main
 
@@ -309,3 +310,27 @@ def test_version_names_the_distribution_and_where_it_runs_from(capsys):
     out = capsys.readouterr().out
     assert done.value.code == 0 and out.startswith("python -m conformance ")
     assert str(Path(__file__).resolve().parents[2] / "conformance") in out
+
+
+def test_the_command_fixes_the_hash_seed_before_it_runs(monkeypatch):
+    # Library messages print sets of tensor names in hash order: without one seed, one seed's results
+    # differed between runs (safetensors' "shared tensors [{...}]" for Qwen2-Audio with an aliased head).
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    started = {}
+
+    def execv(path, args):
+        started.update(path=path, args=args, seed=os.environ.get("PYTHONHASHSEED"))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execv", execv)
+    monkeypatch.setattr(cli, "main", lambda: pytest.fail("ran before the hash seed was fixed"))
+    with pytest.raises(SystemExit):
+        cli.entry()
+    assert started == {"path": sys.executable, "args": [sys.executable, *sys.orig_argv[1:]], "seed": "0"}
+
+
+def test_a_hash_seed_the_user_set_is_kept(monkeypatch):
+    monkeypatch.setenv("PYTHONHASHSEED", "7")
+    monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("started again though the seed was set"))
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    assert cli.entry() == 3
