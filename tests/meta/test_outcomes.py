@@ -2,6 +2,7 @@
 
 import logging
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,17 @@ def test_a_library_value_error_is_a_refusal():
 def test_an_error_raised_outside_the_libraries_is_a_crash():
     try:
         raise ValueError("raised by the suite itself")
+    except ValueError as exc:
+        assert outcomes.classify_exception(exc) == outcomes.CRASHED
+
+
+def test_the_suites_own_code_is_never_a_library_even_in_a_folder_named_after_one():
+    # An implementation's package is named after the library it drives (implementations/<package>/).
+    import conformance
+
+    where = Path(conformance.__file__).parent / "implementations" / "transformers" / "__init__.py"
+    try:
+        exec(compile("raise ValueError('raised by the suite itself')", str(where), "exec"))
     except ValueError as exc:
         assert outcomes.classify_exception(exc) == outcomes.CRASHED
 
