@@ -265,7 +265,7 @@ for _feature in (
     features.register(_feature)
 
 
-def _script(case: Case, recipe: Recipe) -> tuple[set[tuple[str, str]], dict[str, object]]:
+def script_pieces(case: Case, recipe: Recipe) -> tuple[set[tuple[str, str]], dict[str, object]]:
     """The adapter of a standalone script: the recipe's LoraConfig, its rows, its scaling."""
     family = case.family_def()
     values = {
@@ -287,5 +287,5 @@ IMPLEMENTATION = Implementation(
     runners=dict.fromkeys(WORKFLOWS, pipeline.runner(_steps)),
     order=1,
     autocast_axis=True,
-    standalone=Standalone("repro_peft.py.j2", "peft", _script),
+    standalone=Standalone("repro_peft.py.j2", "peft", script_pieces),
 )

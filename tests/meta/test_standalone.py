@@ -45,6 +45,18 @@ NEMO_CASES = {
     "nemo-automodel-gemma4-moe-tT-xF-no_adapter-native@v128.h32.i64.L2.H2.K1.d16.g16.w8.f2.E4.k2.m32.s0": 0,
     "nemo-automodel-llama-tF-no_adapter-native@v128.h32.i64.L2.H2.K1.s0": 0,
 }
+# mergekit's passthrough of base+LoRA and its linear merge, on the PEFT script's adapter (tox -e mergekit).
+MERGEKIT_CASES = {
+    # passes: ensure_weight_tying's modules_to_save, its tie checked at every stage
+    "mergekit-llama-tT-mts_embed_head_ewt-lora-passthrough@v128.h32.i64.L2.H2.K1.s0": 0,
+    # diverges silently (expected): gemma.json has no lm_head, an untied Gemma's head loads random
+    "mergekit-gemma-tF-lora_attn-lora-passthrough@v128.h32.i64.L2.H2.K1.d16.s0": 1,
+    # passes: the weighted sum of an untied base's fine-tunes, one with its own trained head
+    "mergekit-llama-tF-mts_head-linear-merge@v128.h32.i64.L2.H2.K1.s0": 0,
+    # diverges (expected): the weighted heads under the tied base's config; in bfloat16, tolerances from
+    # the weighted sum's noise floor
+    "mergekit-llama-tT-lora_head-linear-merge-bf16@v128.h32.i64.L2.H2.K1.s0": 1,
+}
 _LINE = re.compile(r"^(?P<check>[a-z0-9-]+)\s+(?P<verdict>holds|DIVERGES)\s+observed: (?P<observed>.*)$")
 
 
@@ -82,7 +94,8 @@ def assert_reproduces(case_id: str, expected_code: int, folder) -> None:
     # What it may import: torch, transformers, the package under test and the standard library.
     imported = set(re.findall(r"^\s*(?:from|import) ([a-z_]+)", source, re.MULTILINE))
     allowed = {"copy", "json", "os", "sys", "tempfile", "zlib", "pathlib", "dataclasses", "inspect"}
-    assert imported <= allowed | {"torch", "transformers", "peft", "safetensors", "nemo_automodel"}, imported
+    under_test = {"torch", "transformers", "peft", "safetensors", "nemo_automodel", "mergekit"}
+    assert imported <= allowed | under_test, imported
     assert "conformance" not in source.split('"""', 2)[2]
 
 
@@ -97,6 +110,14 @@ def test_nemo_script_reproduces_the_suite(tmp_path, case_id):
     if "nemo-automodel" not in installed():
         pytest.skip("nemo-automodel is not installed (tox -e nemo runs this)")
     assert_reproduces(case_id, NEMO_CASES[case_id], tmp_path)
+
+
+@pytest.mark.mergekit
+@pytest.mark.parametrize("case_id", list(MERGEKIT_CASES))
+def test_mergekit_script_reproduces_the_suite(tmp_path, case_id):
+    if "mergekit" not in installed():
+        pytest.skip("mergekit is not installed (tox -e mergekit runs this)")
+    assert_reproduces(case_id, MERGEKIT_CASES[case_id], tmp_path)
 
 
 def test_a_workflow_without_a_standalone_script_is_one_line(capsys):

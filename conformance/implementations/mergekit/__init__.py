@@ -10,6 +10,9 @@ Two workflows, on every PEFT recipe:
 
 Offline: every model is named by an absolute path (a relative name is looked up on the hub even with
 HF_HUB_OFFLINE set, when the model card is written), no model card, no tokenizer.
+
+Both have standalone repro scripts: repro.py.j2 beside this module extends the PEFT script and replaces
+its merge and save by these merges.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import torch
 
 from conformance.base import contract
 from conformance.implementations import peft
-from conformance.implementations.base import Implementation
+from conformance.implementations.base import Implementation, Standalone
 from conformance.model import effective, oracles, pipeline
+from conformance.model.cases import Case
 from conformance.model.oracles.base import Check, logits_check
 from conformance.model.pipeline import CaseRun, Workspace, logits
 from conformance.model.recipes import Recipe
@@ -41,7 +45,6 @@ contract.declare(
             *contract.ADAPTER,
             contract.BASE_CHECKPOINT,
             *contract.RELOAD,
-            standalone=False,
         ),
         contract.workflow(
             "linear-merge",
@@ -52,7 +55,6 @@ contract.declare(
             ARITHMETIC_LOGITS,
             *contract.NOISE,
             *contract.RELOAD,
-            standalone=False,
         ),
     ),
     checks={"merge-arithmetic": (ARITHMETIC_LOGITS, contract.RELOADED_LOGITS)},
@@ -170,6 +172,13 @@ def _linear(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspa
     _load_merged(run, config, folder, adapted.ids, dtype)
 
 
+def _script(case: Case, recipe: Recipe) -> tuple[set[tuple[str, str]], dict[str, Any]]:
+    """The PEFT script's adapter, mergekit's API and the linear merge's weights."""
+    imports, values = peft.script_pieces(case, recipe)
+    merging = {("mergekit.config", "MergeConfiguration"), ("mergekit.merge", "MergeOptions")}
+    return imports | merging | {("mergekit.merge", "run_merge")}, {**values, "weights": WEIGHTS}
+
+
 IMPLEMENTATION = Implementation(
     name="mergekit",
     package=PACKAGE,
@@ -183,4 +192,5 @@ IMPLEMENTATION = Implementation(
     elsewhere="`tox -e mergekit` runs it (mergekit needs transformers >= 5) into reports/mergekit/index.html",
     test_marker="mergekit",
     autocast_axis=True,
+    standalone=Standalone("repro.py.j2", "peft and mergekit", _script, Path(__file__).parent),
 )
