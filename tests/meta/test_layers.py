@@ -21,6 +21,7 @@ LAYERS = (
             "flags",
             "precision",
             "device",
+            "casesdir",
             "casefiles",
             "outcomes",
             "checkpoints",
