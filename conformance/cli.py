@@ -35,6 +35,14 @@ def suite_version() -> str:
     return f"{found} from {Path(__file__).resolve().parent}"
 
 
+def cases_line() -> str:
+    """The cases/ folder read and why that one (CONFORMANCE_CASES, a checkout, the installed package)."""
+    from conformance.base import casesdir
+
+    folder, kind = casesdir.located()
+    return f"{folder} ({kind})"
+
+
 def header(selection: Any) -> None:
     from conformance import implementations
     from conformance.base import device
@@ -58,6 +66,7 @@ def header(selection: Any) -> None:
     if settings:
         print("conformance: numerics pinned: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     print(f"conformance: {pkgs}")
+    print(f"conformance: cases from {cases_line()}")
     for name, source in sources().items():
         print(f"conformance: {name} from {source}")
     for name, why in implementations.not_planned(selection.implementations).items():
@@ -261,6 +270,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from conformance.model import recipes as recipe_book
 
     book = recipe_book.load()
+    print(f"cases: {cases_line()}")
     print("families:")
     for family in families.all_families():
         reason = family.unavailable()
@@ -293,7 +303,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m conformance", description=__doc__)
+    # Raw: --version's path is printed whole, not wrapped at the terminal's width.
+    top = argparse.ArgumentParser(
+        prog="python -m conformance",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the conformance cases and write results.jsonl")
@@ -460,8 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command not in _ENGINE_VERBS or exc.name not in _ENGINE:
             raise
         print(
-            f"error: `{args.command}` runs cases and needs {exc.name}: install the engine (pip install -e "
-            "'.[engine]') or use a tox environment (tox exec -e gemma4 -- python -m conformance ...)",
+            f"error: `{args.command}` runs cases and needs {exc.name}: install the suite with its engine "
+            "(pip install -e '.[engine]' in a checkout, or '<path or git URL>[engine]') or use a tox "
+            "environment (tox exec -e gemma4 -- python -m conformance ...)",
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT

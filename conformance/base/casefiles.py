@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from conformance.base.errors import CaseFileError, ConformanceError
-
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+from conformance.base import casesdir
+from conformance.base.errors import CaseFileError
 
 
 def cases_dir() -> Path:
-    """cases/ of this checkout; CONFORMANCE_CASES points elsewhere (e.g. a PR's own expectations)."""
-    override = os.environ.get("CONFORMANCE_CASES")
-    for candidate in ([Path(override)] if override else []) + [Path.cwd() / "cases", _PACKAGE_ROOT / "cases"]:
-        if (candidate / "recipes.yaml").is_file():
-            return candidate
-    raise ConformanceError(
-        "cannot find the cases/ folder (recipes.yaml); run from the repository root or set CONFORMANCE_CASES"
-    )
+    """cases/ as conformance.casesdir finds it; CONFORMANCE_CASES points elsewhere (e.g. a PR's own
+    expectations)."""
+    return casesdir.find()
 
 
 def load(path: Path) -> Any:

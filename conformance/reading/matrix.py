@@ -14,12 +14,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conformance.base import casesdir
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # tox itself depends on tomli below 3.11
     import tomli as tomllib
 
-MATRIX_FILE = Path(__file__).resolve().parents[2] / "cases" / "matrix.toml"
 _NAME = re.compile(r"[a-z0-9][a-z0-9.]*(-[a-z0-9.]+)*")
 _ROW_FIELDS = {
     "name",
@@ -135,7 +136,12 @@ class Matrix:
     pairs: dict[str, Pair]
 
 
-def load(path: Path = MATRIX_FILE) -> Matrix:
+def load(path: Path | None = None) -> Matrix:
+    """The matrix of `path`, by default matrix.toml of the cases/ folder conformance.casesdir finds."""
+    try:
+        path = path or casesdir.find() / "matrix.toml"
+    except casesdir.CasesNotFound as exc:
+        raise MatrixError(str(exc)) from None
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
