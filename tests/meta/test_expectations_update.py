@@ -210,3 +210,20 @@ def test_update_imports_neither_torch_nor_transformers(cases):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == EXIT_OK, done.stderr
     assert "HEAVY []" in done.stdout, done.stdout
+
+
+def test_failures_above_every_pass_get_a_lower_bound():
+    from conformance import update
+
+    observations, _ = update.read_runs([Path(run) for run in RUNS])
+    old, new = ([o for o in observations if o.subject.versions["peft"] == v] for v in ("0.18.1", "0.21.2"))
+    clause = next(
+        e for e in expectations.load_file(DATA / "peft.yaml", "peft", None) if e.id.startswith("tokens")
+    )
+    # As if the bug had come with 0.21.2: `<` the lowest pass would drop every failure, so `>` the highest.
+    assert update.separate(clause, new, old, ["transformers", "peft"]) == (
+        {"transformers": ">4.57.6"},
+        ["peft"],
+    )
+    assert update.separate(clause, old, new, ["peft"]) == ({"peft": "<0.21.2"}, [])
+    assert update.separate(clause, old, old, ["transformers", "peft"]) is None  # the same versions
