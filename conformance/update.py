@@ -316,8 +316,16 @@ def _draft(done: Plan, known: ExpectationSet, alone: list[Observation]) -> None:
             also[key].update(found[1])
     for key, seen in groups.items():
         impl, outcome, autocast, support, specs = key
-        # What a clause must not match: a record no entry decides, with another outcome.
-        forbidden = [o for o in free if o.subject.implementation == impl and o.outcome != outcome]
+        # What a clause must not match: a record no entry decides, with another outcome. Clauses only
+        # take the group's values (or every value the runs took), so only records within those count.
+        values = {f: {getattr(o.subject, f) for o in seen} for f in FIELDS}
+        forbidden = [
+            o
+            for o in free
+            if o.subject.implementation == impl
+            and o.outcome != outcome
+            and all(getattr(o.subject, f) in values[f] for f in FIELDS)
+        ]
         clean = functools.partial(_clean, impl, autocast, support, dict(specs), forbidden)
         clauses = _merge([{f: {getattr(o.subject, f)} for f in FIELDS} for o in seen], clean)
         observed = {

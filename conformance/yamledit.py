@@ -135,8 +135,12 @@ def _styled(value: Any, key: str = "") -> Any:
     if key not in _FOLDED:
         return value
     folded, start = FoldedScalarString(value), 0
-    folded.fold_pos = []  # a line per ~100 characters, as the files wrap their reasons
-    while len(value) - start > _WIDTH and (space := value.rfind(" ", start, start + _WIDTH)) > start:
+    folded.fold_pos = []  # a reason wraps at ~100 characters as the files' do; a repro stays one line
+    while (
+        key == "reason"
+        and len(value) - start > _WIDTH
+        and (space := value.rfind(" ", start, start + _WIDTH)) > start
+    ):
         folded.fold_pos.append(space)
         start = space + 1
     return folded
@@ -180,8 +184,9 @@ def edit(
             n += 1
             draft["id"] = f"{ident}-{n}"
         taken.add(draft["id"])
-    block = _dump(yaml, {"expectations": [_styled(d) for d in drafts]}).split("\n", 1)[1]
-    return text.rstrip("\n") + ("\n\n" if items else "\n" if doc else "\nexpectations:\n") + block
+    # One at a time: ruamel writes a list's items without the blank line the files keep between entries.
+    blocks = [_dump(yaml, {"expectations": [_styled(d)]}).split("\n", 1)[1] for d in drafts]
+    return text.rstrip("\n") + ("\n\n" if items else "\n" if doc else "\nexpectations:\n") + "\n".join(blocks)
 
 
 def check(text: str, path: Path, load: Callable[[Path], Any]) -> None:
