@@ -227,3 +227,29 @@ def test_failures_above_every_pass_get_a_lower_bound():
     )
     assert update.separate(clause, old, new, ["peft"]) == ({"peft": "<0.21.2"}, [])
     assert update.separate(clause, old, old, ["transformers", "peft"]) is None  # the same versions
+
+
+def test_drafts_are_entries_of_their_own_with_unique_ids(tmp_path):
+    path = DATA / "peft.yaml"
+    draft = {
+        "id": "tokens-same-rows-not-tied",
+        "when": {"family": "llama", "check": ["a", "b"]},
+        "outcome": "crashed",
+    }
+    draft |= {"class": "bug", "link": "not reported upstream", "repro": "python -m conformance repro 'x'"}
+    text = yamledit.edit(
+        path.read_text(), path, [], set(), [draft | {"reason": "TODO"}, draft | {"reason": "TODO"}]
+    )
+    entry = "    when:\n      family: llama\n      check: [a, b]\n    outcome: crashed\n"
+    tail = "replaces the head with the embedding.\n"
+    assert (
+        f"{tail}\n  - id: tokens-same-rows-not-tied-2\n{entry}" in text
+    )  # one blank line, as between entries
+    assert f"      TODO\n\n  - id: tokens-same-rows-not-tied-3\n{entry}" in text
+    (tmp_path / "peft.yaml").write_text(text)
+    ids = [e.id for e in expectations.load_file(tmp_path / "peft.yaml", "peft", None)]
+    assert ids[-3:] == [
+        "apart-merge-then-resize-reties",
+        "tokens-same-rows-not-tied-2",
+        "tokens-same-rows-not-tied-3",
+    ]
