@@ -1,4 +1,5 @@
-"""Command line: `python -m conformance run | repro | report | diff | gate | export | import | list`."""
+"""Command line: `python -m conformance run | repro | report | diff | gate | export | import | list |
+expectations update`."""
 
 from __future__ import annotations
 
@@ -248,6 +249,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return EXIT_UNEXPECTED if failed else EXIT_OK
 
 
+def cmd_expectations_update(args: argparse.Namespace) -> int:
+    from conformance.reading import update
+
+    return update.update([Path(p) for p in args.results], args.dry_run, args.prune, sys.stdout)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from conformance.engine import crossver
 
@@ -420,6 +427,30 @@ def parser() -> argparse.ArgumentParser:
     gating.add_argument("candidate", help="results.jsonl of the candidate (e.g. the pull request's build)")
     gating.add_argument("-o", "--output", default="reports/gate.html")
     gating.set_defaults(func=cmd_gate)
+    known = sub.add_parser("expectations", help="maintain cases/expectations/ from runs")
+    known_verbs = known.add_subparsers(dest="action", required=True)
+    updating = known_verbs.add_parser(
+        "update",
+        help="rewrite cases/expectations/*.yaml from runs: narrow ranges, draft entries, report unused ones",
+        description="Rewrite cases/expectations/*.yaml (or CONFORMANCE_CASES's) from runs: narrow an entry's "
+        "range to `<` the lowest release seen passing where other records still fail, draft an entry (reason "
+        "TODO) for failures no entry matches, report entries no run used. What it does not change keeps "
+        "every byte. See README, 'Updating expectations'.",
+    )
+    updating.add_argument(
+        "results",
+        nargs="+",
+        help="results.jsonl files or run folders (e.g. an old release's row and the newest)",
+    )
+    updating.add_argument(
+        "--dry-run", action="store_true", help="print a unified diff per file; write nothing"
+    )
+    updating.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the entries no run used (where a complete run ran something of each condition)",
+    )
+    updating.set_defaults(func=cmd_expectations_update)
     exporting = sub.add_parser(
         "export", help="cross-version: save PEFT's merged checkpoints and adapters here, for another version"
     )
