@@ -211,7 +211,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from conformance.pages import report
+    from conformance.pages import gate, report
 
     old, new = report.load(Path(args.old)), report.load(Path(args.new))
     rows = report.diff(old, new)
@@ -219,10 +219,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
     print(" ".join(f"{status} {counts[status]}" for status in report.STATUSES))
     for (before, after), count in report.transitions(rows).most_common():
         print(f"  {count:>6}  {before} -> {after}")
-    for row in rows:
-        if row["status"] == report.UNCHANGED:
-            continue
-        print(f"  {row['status']:<8} {row['key']}: {report.state(row['old'])} -> {report.state(row['new'])}")
+    changes = [
+        gate.Change(row["key"], row["status"], row["old"], row["new"])
+        for row in rows
+        if row["status"] != report.UNCHANGED
+    ]
+    for line in gate.breakdown(changes, kind=lambda c: c.status):
+        print(line)
+    lines = [
+        gate.printable(f"{c.status:<8} {c.key}: {report.state(c.old)} -> {report.state(c.new)}")
+        for c in changes
+    ]
+    for line in gate.listing(lines, None if args.all else gate.CELLS_SHOWN)[0]:
+        print(line)
     print(f"diff: {report.render_diff(old, new, rows, Path(args.output))}")
     return EXIT_OK
 
@@ -236,13 +245,20 @@ def cmd_gate(args: argparse.Namespace) -> int:
         print(f"gate: {line}")
     counts = gate.counts(changes)
     print("gate: " + " · ".join(f"{status} {counts.get(status, 0)}" for status in gate.STATUSES))
-    for status in gate.STATUSES:
-        shown = [c for c in changes if c.status == status]
-        if status == gate.UNCHANGED or not shown:
+    groups = {s: [c for c in changes if c.status == s] for s in gate.STATUSES if s != gate.UNCHANGED}
+    for status, shown in groups.items():
+        if shown:
+            print(f"gate: {status}: {gate.tally(shown, lambda c: [c.transition()])}")
+            for line in gate.breakdown(shown):
+                print(f"gate: {status} {line}")
+    room = None if args.all else gate.CELLS_SHOWN
+    for status, shown in groups.items():
+        if not shown:
             continue
         print(f"\n{status.upper()} ({len(shown)}){': fails the gate' if status in gate.FAILING else ''}")
-        for change in shown:
-            print(f"  {change.line()}")
+        lines, room = gate.listing([change.line() for change in shown], room)
+        for line in lines:
+            print(line)
     failed = any(c.fails for c in changes)
     page = gate.render(baseline, candidate, changes, Path(args.output))
     print(f"\ngate: {'REGRESSION' if failed else 'no regression'}; page: {page}")
@@ -419,6 +435,7 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("old")
     compare.add_argument("new")
     compare.add_argument("-o", "--output", default="reports/diff.html")
+    _all_option(compare)
     compare.set_defaults(func=cmd_diff)
     gating = sub.add_parser(
         "gate", help="PR gate: a candidate run against a baseline run, cell by cell; exit 1 on a regression"
@@ -426,6 +443,7 @@ def parser() -> argparse.ArgumentParser:
     gating.add_argument("baseline", help="results.jsonl of the baseline (e.g. the newest release)")
     gating.add_argument("candidate", help="results.jsonl of the candidate (e.g. the pull request's build)")
     gating.add_argument("-o", "--output", default="reports/gate.html")
+    _all_option(gating)
     gating.set_defaults(func=cmd_gate)
     known = sub.add_parser("expectations", help="maintain cases/expectations/ from runs")
     known_verbs = known.add_subparsers(dest="action", required=True)
@@ -471,6 +489,17 @@ def parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="families, recipes and what the installed versions allow")
     listing.set_defaults(func=cmd_list)
     return top
+
+
+def _all_option(command: argparse.ArgumentParser) -> None:
+    from conformance.pages.gate import CELLS_SHOWN
+
+    command.add_argument(
+        "--all",
+        action="store_true",
+        help=f"print every changed cell (default: counts by check, family and expectation, then the first "
+        f"{CELLS_SHOWN} cells; the page lists every one)",
+    )
 
 
 def _dtype_option(command: argparse.ArgumentParser, about: str) -> None:

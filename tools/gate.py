@@ -17,9 +17,10 @@ to reuse instead of running the baseline again. A released baseline's results ar
 environment, keyed by its specs, the selection and the suite's own files, and reused while all three
 stay the same: a second gate against the same release runs the candidate only.
 
-Both sides run a 3-wise cover of the plan (conformance.engine.cover: every combination of three axis
-values, in about a third of the cases); GATE_COVER=0 runs every case. The exit code is the gate's: 0 no
-regression, 1 regression, 2 bad input.
+Both sides run a 3-wise cover of the plan (conformance.engine.cover: every combination of three axis values,
+in about a third of the cases); GATE_COVER=0 runs every case. The verdict prints counts by check, family and
+expectation and the first changed cells; GATE_ALL=1 prints every one (gate.html always lists them all).
+The exit code is the gate's: 0 no regression, 1 regression, 2 bad input.
 """
 
 from __future__ import annotations
@@ -224,9 +225,9 @@ def main(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     print("\ngate: --- verdict ---", flush=True)
     results = [reused or str(out / "baseline" / "results.jsonl"), str(out / "candidate" / "results.jsonl")]
-    done = subprocess.run(
-        [str(pythons["candidate"]), "-m", "conformance", "gate", *results, "-o", str(out / "gate.html")]
-    )
+    verdict = ["gate", *results, "-o", str(out / "gate.html")]
+    verdict += ["--all"] if os.environ.get("GATE_ALL", "") not in ("", "0") else []
+    done = subprocess.run([str(pythons["candidate"]), "-m", "conformance", *verdict])
     print(f"gate: {time.perf_counter() - started:.0f}s in all", flush=True)
     return done.returncode
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance.base import contract
 from conformance.base.errors import ConformanceError
 from conformance.base.outcomes import CRASHED, PASS, REFUSED, SILENT, SKIPPED, WARNED
 from conformance.pages.report import STYLE, Run, record_key
@@ -55,6 +57,10 @@ SELECTION_KEYS = (
 # What a run.json written before a key existed ran: the same selection as the key's value today.
 _SELECTION_DEFAULTS = {"dtypes": ["float32"], "autocast": "on", "tie_states": "natural", "cover": 0}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Cell lines `gate` and `diff` print without --all (the pages list every cell): two nightly rows differ in
+# thousands of cells, which only the counts per check, family and expectation make readable.
+CELLS_SHOWN = 20
+NO_EXPECTATION = "no expectation"
 
 
 @dataclass(frozen=True)
@@ -96,8 +102,10 @@ class Change:
         if self.status == IMPROVED and self.expectation_ids():
             parts.append("narrow: " + ", ".join(self.expectation_ids()))
         if self.fails:
-            case_id = r["case_id"]
-            parts += [f"repro: {repro_command(case_id)}", f"standalone: {standalone_command(case_id)}"]
+            parts.append(f"repro: {repro_command(r['case_id'])}")
+            standalone = standalone_for(r)
+            if standalone:
+                parts.append(f"standalone: {standalone}")
         return printable(" | ".join(parts))
 
 
@@ -108,6 +116,14 @@ def repro_command(case_id: str) -> str:
 def standalone_command(case_id: str) -> str:
     """A script that needs only torch, transformers and the package under test: for an upstream issue."""
     return f"python -m conformance repro {_quote(case_id)} --standalone -o repro.py && python repro.py"
+
+
+def standalone_for(record: dict[str, Any]) -> str | None:
+    """The standalone command of a record's case, where its workflow has a standalone script (the
+    contract says which; workflows an implementation module declares have none, so a reader of results,
+    which imports no implementation, knows every workflow that has one)."""
+    workflow = contract.WORKFLOWS.get(str(record.get("workflow")))
+    return standalone_command(record["case_id"]) if workflow is not None and workflow.standalone else None
 
 
 def _quote(text: str) -> str:
@@ -209,6 +225,49 @@ def counts(changes: list[Change]) -> Counter:
     return Counter(c.status for c in changes)
 
 
+def tally(
+    changes: list[Change], by: Callable[[Change], Iterable[str]], kind: Callable[[Change], str] | None = None
+) -> str:
+    """`merge-fidelity 30 (changed 20, added 10), tie-consistency 4 (changed 4)`: the changes counted by a
+    field (a change may count under several values: its expectations), most first, split by kind."""
+    if kind is not None and len({kind(c) for c in changes}) < 2:
+        kind = None  # one kind of change in all: its split says nothing
+    total: Counter = Counter()
+    kinds: dict[str, Counter] = {}
+    for change in changes:
+        for value in dict.fromkeys(by(change)):
+            total[value] += 1
+            if kind is not None:
+                kinds.setdefault(value, Counter())[kind(change)] += 1
+    shown = []
+    for value, count in total.most_common():
+        split = ", ".join(f"{k} {n}" for k, n in kinds[value].most_common()) if kind is not None else ""
+        shown.append(f"{value} {count}" + (f" ({split})" if split else ""))
+    return printable(", ".join(shown))
+
+
+def breakdown(changes: list[Change], kind: Callable[[Change], str] | None = None) -> list[str]:
+    """What a set of changed cells is made of, for the terminal: counts by check, family and expectation."""
+    fields: dict[str, Callable[[Change], Iterable[str]]] = {
+        "check": lambda c: [str(c.record["check"])],
+        "family": lambda c: [str(c.record["family"])],
+        "expectation": lambda c: c.expectation_ids() or [NO_EXPECTATION],
+    }
+    return [f"by {name}: {tally(changes, by, kind)}" for name, by in fields.items()]
+
+
+def listing(lines: list[str], room: int | None) -> tuple[list[str], int | None]:
+    """Cell lines as printed: every one where `room` is None (--all), else as many as `room` allows and a
+    line saying how many more. Returns them and the room left. Only cell lines are indented, so a
+    script can read the cells of a section (with --all, all of them)."""
+    if room is None:
+        return [f"  {line}" for line in lines], None
+    shown = [f"  {line}" for line in lines[:room]]
+    if len(lines) > room:
+        shown.append(f"... {len(lines) - room} more (--all prints every cell; the page lists them all)")
+    return shown, max(room - len(lines), 0)
+
+
 def side_lines(run: Run, name: str) -> list[str]:
     """`baseline: peft 0.21.2 (path /src/peft @ 1a2b3c) · transformers 5.24.0 · ...` for the header."""
     sources = run.meta.get("sources", {})
@@ -239,7 +298,7 @@ def render(baseline: Run, candidate: Run, changes: list[Change], output: Path) -
             links=expectation_links(),
             selection=baseline.meta.get("selection", {}),
             repro=repro_command,
-            standalone=standalone_command,
+            standalone=standalone_for,
             delta=_delta,
         )
     )

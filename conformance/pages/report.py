@@ -13,7 +13,9 @@ import hashlib
 import html
 import json
 import math
-from collections import Counter
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ from conformance.base.errors import ConformanceError
 from conformance.base.flags import TieFlags
 from conformance.base.outcomes import CRASHED, OUTCOMES, PASS, REFUSED, SILENT, SKIPPED, WARNED
 from conformance.base.precision import Precision
-from conformance.base.versions import under_test
-from conformance.reading.expectations import EXPECTED, UNEXPECTED, UNEXPECTED_PASS
+from conformance.base.versions import SUPPORTING, under_test
+from conformance.reading.expectations import EXPECTED, NOT_REPORTED, UNEXPECTED, UNEXPECTED_PASS
 from conformance.reading.results import RESULTS_FILE, RUN_FILE
 
 # What a page needs of a record; results from older versions of the suite may lack the rest.
@@ -66,6 +68,59 @@ class Run:
     @property
     def label(self) -> str:
         return under_test(self.versions, " · ") or self.path.name
+
+
+def labels(runs: list[Run]) -> list[str]:
+    """Each run named by what sets it apart from the others: the versions that differ between them, those
+    under test first (`transformers 4.57.6 · peft 0.18.1`), else its folder; one run, its versions under
+    test."""
+    folders = [run.path.parent.name or str(run.path) for run in runs]
+    if len(runs) == 1:
+        return [runs[0].label if under_test(runs[0].versions) else folders[0]]
+    packages = list(dict.fromkeys(name for run in runs for name in run.versions))
+    differ = [name for name in packages if len({run.versions.get(name) for run in runs}) > 1]
+    # A torch of its own says more than a folder's name, but never hides a package under test.
+    shown = [name for name in differ if name not in SUPPORTING] or differ
+    named = [
+        " · ".join(f"{name} {run.versions[name]}" if name in run.versions else f"no {name}" for name in shown)
+        for run in runs
+    ]
+    # Runs of the same versions (a rerun, another precision or selection) are told apart by their folders.
+    return [
+        folder if not name else f"{name} ({folder})" if named.count(name) > 1 else name
+        for name, folder in zip(named, folders, strict=True)
+    ]
+
+
+def abbreviations(names: Iterable[str]) -> dict[str, str]:
+    """Short labels, unique among `names`: the initials of a name's parts (`untie-first`: `uf`), longer in
+    the parts that tell two names apart where the initials meet (`resize`, `resume`: `resi`, `resu`)."""
+    names = list(dict.fromkeys(names))
+    parts = {name: re.split(r"[-_]", name) for name in names}
+    widths = {name: [1] * len(parts[name]) for name in names}
+    whole: set[str] = set()  # names nothing shorter tells apart: shown as they are
+
+    def short(name: str) -> str:
+        shown = zip(parts[name], widths[name], strict=True)
+        return name if name in whole else "".join(part[:width] for part, width in shown)
+
+    while True:
+        meeting: dict[str, list[str]] = defaultdict(list)
+        for name in names:
+            meeting[short(name)].append(name)
+        clashes = [group for group in meeting.values() if len(group) > 1]
+        if not clashes:
+            return {name: short(name) for name in names}
+        for group in clashes:
+            for name in group:
+                grown = False
+                for i, part in enumerate(parts[name]):
+                    others = {parts[o][i] if i < len(parts[o]) else "" for o in group if o != name}
+                    if others - {part} and widths[name][i] < len(part):
+                        widths[name][i] += 1
+                        grown = True
+                if not grown:
+                    whole.add(name)
 
 
 def load(path: Path) -> Run:
@@ -165,7 +220,18 @@ def matrix(runs: list[Run]) -> dict[str, Any]:
             cells.setdefault((index, row, column), Cell([])).records.append(record)
     ordered = sorted(columns, key=lambda c: list(dict.fromkeys(k[0] for k in columns)).index(c[0]))
     spans = [(impl, sum(1 for c in ordered if c[0] == impl)) for impl in dict.fromkeys(c[0] for c in ordered)]
-    return {"rows": list(rows), "columns": ordered, "spans": spans, "cells": cells}
+    # Recipes head their columns once, over the run of columns they share; each column under them is
+    # named by its workflow's abbreviation (the page's legend and each header's title spell it out):
+    # headers a line high, where rotated "recipe · workflow" names took 200 px above the first row.
+    recipes: list[list[Any]] = []
+    for impl, recipe, _ in ordered:
+        if recipes and recipes[-1][:2] == [impl, recipe]:
+            recipes[-1][2] += 1
+        else:
+            recipes.append([impl, recipe, 1])
+    short = abbreviations(c[2] for c in ordered)
+    return {"rows": list(rows), "columns": ordered, "spans": spans, "recipes": recipes, "short": short,
+            "cells": cells}  # fmt: skip
 
 
 def record_key(record: dict[str, Any]) -> str:
@@ -239,15 +305,25 @@ def totals(runs: list[Run]) -> list[Counter]:
     return [Counter(r["outcome"] for r in run.records) for run in runs]
 
 
-def expectation_links() -> dict[str, dict[str, str]]:
-    """Expectation id → link, class and reason, from this checkout's cases/ (empty where there is none)."""
+def expectation_links(by_implementation: bool = False) -> dict[str, dict[str, str]]:
+    """Expectation id → link, class, reason and repro, from this checkout's cases/ (empty where there is
+    none). An id is unique in its implementation's file only (`apart-saved-under-tied-config` is in three,
+    each with its own repro): `by_implementation` keys them `implementation|id`."""
     from conformance.reading import expectations
 
     try:
         entries = expectations.load(None).entries
     except ConformanceError:
         return {}
-    return {e.id: {"link": e.link, "class": e.kind, "reason": e.reason} for e in entries}
+    return {
+        f"{e.implementation}|{e.id}" if by_implementation else e.id: {
+            "link": e.link,
+            "class": e.kind,
+            "reason": e.reason,
+            "repro": e.repro,
+        }
+        for e in entries
+    }
 
 
 def _templates() -> Any:
@@ -283,6 +359,7 @@ def script_json(value: Any) -> str:
 
 # What a details row needs of a record (its key names the case); what every record of a case shares is
 # kept once per case, and each distinct warning once per run: the page stays small for a nightly's runs.
+# A case with a non-pass also carries its standalone command, where its workflow has a standalone script.
 _CHECK_FIELDS = ("check", "outcome", "verdict", "expected", "expected_outcome", "max_abs_diff", "tolerance",
                  "noise_floor", "tolerance_factor", "computed_in", "detail")  # fmt: skip
 _CASE_FIELDS = ("config", "seed", "dtype", "autocast", "device", "repro")
@@ -290,17 +367,20 @@ _CASE_FIELDS = ("config", "seed", "dtype", "autocast", "device", "repro")
 
 def details(run: Run) -> dict[str, Any]:
     """One run's records for the page: per (case, check) the check's own fields, per case the rest."""
+    from conformance.pages.gate import standalone_for
+
     warnings: dict[str, int] = {}
     records = {}
+    cases: dict[str, dict[str, Any]] = {}
     for r in run.records:
         shown = {k: r.get(k) for k in _CHECK_FIELDS}
         shown["warnings"] = [warnings.setdefault(w, len(warnings)) for w in r.get("warnings") or []]
         records[record_key(r)] = _json_safe(shown)
-    return {
-        "records": records,
-        "cases": {r["case_id"]: _json_safe({k: r.get(k) for k in _CASE_FIELDS}) for r in run.records},
-        "warnings": list(warnings),
-    }
+        if r["case_id"] not in cases:
+            cases[r["case_id"]] = _json_safe({k: r.get(k) for k in _CASE_FIELDS})
+        if r["outcome"] not in (PASS, SKIPPED) and "standalone" not in cases[r["case_id"]]:
+            cases[r["case_id"]]["standalone"] = standalone_for(r)
+    return {"records": records, "cases": cases, "warnings": list(warnings)}
 
 
 @functools.cache
@@ -321,8 +401,9 @@ def render(runs: list[Run], output: Path) -> Path:
     page = template.render(
         script=script,
         script_hash=script_hash,
-        settings=script_json({"style": STYLE, "severity": list(SEVERITY)}),
+        settings=script_json({"style": STYLE, "severity": list(SEVERITY), "not_reported": NOT_REPORTED}),
         runs=runs,
+        labels=labels(runs),
         grid=grid,
         style=STYLE,
         outcomes=OUTCOMES,
@@ -334,7 +415,7 @@ def render(runs: list[Run], output: Path) -> Path:
         implementations=sorted({r["implementation"] for run in runs for r in run.records}),
         families=list(dict.fromkeys(row[0] for row in grid["rows"])),
         details=script_json([details(run) for run in runs]),
-        links=script_json(links),
+        links=script_json(expectation_links(by_implementation=True)),
         links_by_id=links,
     )
     return _write(page, output)
@@ -384,6 +465,13 @@ def render_diff(old: Run, new: Run, rows: list[dict[str, Any]], output: Path) ->
     template = _templates().get_template("diff.html.j2")
     shape = transitions(rows).most_common()
     page = template.render(
-        old=old, new=new, rows=rows, counts=counts, statuses=STATUSES, transitions=shape, style=STYLE
+        old=old,
+        new=new,
+        labels=labels([old, new]),
+        rows=rows,
+        counts=counts,
+        statuses=STATUSES,
+        transitions=shape,
+        style=STYLE,
     )
     return _write(page, output)

@@ -65,7 +65,7 @@ def imports(tmp_path_factory) -> dict[str, Path]:
 
 def _gate(before: Path, after: Path, page: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "conformance", "gate", str(before), str(after), "-o", str(page)],
+        [sys.executable, "-m", "conformance", "gate", str(before), str(after), "-o", str(page), "--all"],
         cwd=ROOT,
         capture_output=True,
         text=True,

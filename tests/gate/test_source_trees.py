@@ -32,8 +32,9 @@ def gate(out: Path, package: str, spec: Path, families: str, baseline: Path | No
     """tools/gate.py with the candidate from a path; returns (exit code, output)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PEFT_SPEC", "NEMO_SPEC", "GATE_BASELINE_SPEC")}
     env.update({f"{package.upper()}_SPEC": str(spec), "GATE_FAMILIES": families, "GATE_OUT": str(out)})
-    # Every case: these tests name the cells a change moves (the default cover is tested on its own).
-    env["GATE_COVER"] = "0"
+    # Every case: these tests name the cells a change moves (the default cover is tested on its own),
+    # and every cell printed.
+    env.update(GATE_COVER="0", GATE_ALL="1")
     env.update(extra_env or {})
     if baseline is not None:
         env["GATE_BASELINE_RESULTS"] = str(baseline)
@@ -124,8 +125,9 @@ def test_a_fix_is_an_improvement_and_its_revert_a_regression(peft_runs):
     top, _ = peft_runs
     bad = top / "reverted" / "candidate" / "results.jsonl"
     good = top / "unmodified" / "candidate" / "results.jsonl"
+    verdict = [sys.executable, "-m", "conformance", "gate", "--all"]
     fix = subprocess.run(
-        [sys.executable, "-m", "conformance", "gate", str(bad), str(good), "-o", str(top / "fix.html")],
+        [*verdict, str(bad), str(good), "-o", str(top / "fix.html")],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -133,7 +135,7 @@ def test_a_fix_is_an_improvement_and_its_revert_a_regression(peft_runs):
     assert fix.returncode == EXIT_OK, fix.stdout[-2000:] + fix.stderr
     assert "IMPROVED" in fix.stdout and "regressed 0 · lost 0" in fix.stdout
     revert = subprocess.run(
-        [sys.executable, "-m", "conformance", "gate", str(good), str(bad), "-o", str(top / "revert.html")],
+        [*verdict, str(good), str(bad), "-o", str(top / "revert.html")],
         capture_output=True,
         text=True,
         cwd=ROOT,

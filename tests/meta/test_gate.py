@@ -135,6 +135,49 @@ def test_regression_lines_name_the_cell_numbers_and_repro(tmp_path, capsys):
     assert "tie-consistency" not in out.split("REGRESSED")[1]
 
 
+def _numbered(n: int, family: str) -> dict:
+    workflow = "resize-merge" if n == 0 else "merge"  # the first has no standalone script
+    return {"case_id": CASE.replace("-merge@", f"-{workflow}@n{n}."), "family": family, "workflow": workflow}
+
+
+def test_many_changed_cells_are_counted_then_listed_in_part_or_with_all_in_full(tmp_path, capsys):
+    cells = [_numbered(n, family) for n, family in enumerate(["llama"] * 18 + ["gemma4"] * 12)]
+    warned = {"check": "tie-consistency", "expected": "mts-merge-keeps-tied-config"}
+    old = [record(PASS, **c) for c in cells] + [record(WARNED, verdict="expected", **warned)]
+    baseline = write_run(tmp_path / "a", old)
+    candidate = write_run(tmp_path / "b", [record(SILENT, **c) for c in cells] + [record(PASS, **warned)])
+    outputs = {}
+    for mode in ([], ["--all"]):
+        page = tmp_path / f"gate{len(mode)}.html"
+        assert main(["gate", str(baseline), str(candidate), "-o", str(page), *mode]) == EXIT_UNEXPECTED
+        outputs[bool(mode)] = capsys.readouterr().out
+    short, every = outputs[False], outputs[True]
+    assert (tmp_path / "gate0.html").read_text() == (tmp_path / "gate1.html").read_text()
+
+    def listed(out: str, title: str) -> list[str]:
+        block = out.split(f"\n{title} (", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+        return [line for line in block if line.startswith("  ")]
+
+    assert len(listed(every, "REGRESSED")) == 30 and len(listed(every, "IMPROVED")) == 1
+    assert listed(short, "REGRESSED") == listed(every, "REGRESSED")[: gate.CELLS_SHOWN]
+    assert listed(short, "IMPROVED") == [], "the first cells, over every section, are the regressions"
+    assert "... 10 more (--all prints every cell" in short and "... 1 more (--all" in short
+    assert "more (--all" not in every
+    for out in (short, every):
+        assert "gate: regressed: pass -> diverged-silent 30" in out
+        assert "gate: regressed by check: roundtrip-fidelity 30" in out
+        assert "gate: regressed by family: llama 18, gemma4 12" in out
+        assert "gate: regressed by expectation: no expectation 30" in out
+        assert "gate: improved by expectation: mts-merge-keeps-tied-config 1" in out
+    # A standalone command only where the workflow has a standalone script.
+    first, second = listed(every, "REGRESSED")[:2]
+    assert "-resize-merge@" in first and "repro: " in first and "standalone:" not in first
+    assert "standalone: python -m conformance repro" in second
+    page = (tmp_path / "gate1.html").read_text()
+    resize_row = page.split(f'data-key="{cells[0]["case_id"]}|')[1].split("</tr>")[0]
+    assert "repro: " in resize_row and "standalone:" not in resize_row
+
+
 def test_improvements_list_the_expectations_to_narrow_and_exit_0(tmp_path, capsys):
     old = record(WARNED, verdict="expected", expected="mts-merge-keeps-tied-config-warned")
     new = record(PASS, verdict="unexpected-pass", expected="mts-merge-keeps-tied-config-warned")

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from conformance.base import casefiles
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from conformance.pages import report
+from conformance.pages import gate, report
+from conformance.reading import expectations
 
 
 def _llama_run(*recipes: str) -> list[str]:
@@ -47,6 +49,56 @@ def _cells(page: Path) -> list[dict[str, str]]:
     parser = _Cells()
     parser.feed(page.read_text())
     return parser.cells
+
+
+def _embedded(page: str, name: str):
+    """The JSON a page hands its script (`data-records`, `data-links`)."""
+    return json.loads(page.split(f'<script type="application/json" id="{name}">')[1].split("</script>")[0])
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+
+
+def _write(folder: Path, records: list[dict], **meta) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if meta:
+        (folder / "run.json").write_text(json.dumps(meta))
+    return folder / "results.jsonl"
+
+
+# The cell whose checks show an expectation with its link, shared warnings, and a standalone command.
+MERGE = "peft llama tT lora_embed merge"
+# The same non-pass in a workflow without a standalone script.
+RESIZE_MERGE = "peft llama tT lora_embed resize-merge"
+
+
+def _case(run: Path, title: str) -> str:
+    impl, family, flags, recipe, workflow = title.split()
+    return next(
+        r["case_id"]
+        for r in _records(run)
+        if (r["implementation"], r["family"], r["recipe"], r["workflow"]) == (impl, family, recipe, workflow)
+        and r["case_id"].startswith(f"{impl}-{family}-{flags}-{recipe}-{workflow}@")
+    )
+
+
+@pytest.fixture(scope="module")
+def not_reported(real_run, tmp_path_factory) -> tuple[Path, expectations.Expectation]:
+    """The real run's page with one non-pass of the merge cell matched, by hand, to an expectation that is
+    not reported upstream (the real run's own expectations all have links)."""
+    not_reported = [e for e in expectations.load(None).entries if e.link == expectations.NOT_REPORTED]
+    entry = next(e for e in not_reported if e.implementation == "peft")
+    records = _records(real_run)
+    case = _case(real_run, MERGE)
+    for record in records:
+        if record["case_id"] == case and record["check"] == "roundtrip-fidelity":
+            record.update(expected=entry.id, expected_outcome=entry.outcome)
+    folder = tmp_path_factory.mktemp("not-reported")
+    results = _write(folder, records, **json.loads((real_run / "run.json").read_text()))
+    assert main(["report", str(results), "-o", str(folder / "index.html")]) == EXIT_OK
+    return folder / "index.html", entry
 
 
 def test_a_run_writes_a_page_whose_cells_match_the_results_one_for_one(real_run):
@@ -88,6 +140,9 @@ def test_several_results_files_make_one_page_with_a_column_group_each(real_run, 
     )
     cells = _cells(tmp_path / "both.html")
     assert {c["data-run"] for c in cells} == {"1", "2"}
+    # The same versions: each run is named by its folder.
+    heads = (tmp_path / "both.html").read_text().split('<table class="matrix"')[1].split("</tr>")[0]
+    assert f"run 1: {real_run.name}<" in heads and "run 2: second<" in heads, heads
     assert len(cells) == 2 * len(_cells(real_run / "index.html"))
     # What the page's script shows on a click: each cell's keys looked up in its own run's records.
     page = (tmp_path / "both.html").read_text()
@@ -119,6 +174,66 @@ def test_bad_results_files_get_one_line_and_exit_2(tmp_path, capsys, content, wo
 
 def _first_record(run: Path) -> dict:
     return json.loads((run / "results.jsonl").read_text().splitlines()[0])
+
+
+def test_two_runs_are_labelled_by_the_versions_that_differ(real_run, tmp_path):
+    old = {"transformers": "4.57.6", "peft": "0.18.1"}
+    records = [{**r, "versions": {**r["versions"], **old}} for r in _records(real_run)]
+    meta = json.loads((real_run / "run.json").read_text())
+    older = _write(tmp_path / "older", records, **{**meta, "versions": {**meta["versions"], **old}})
+    assert main(["report", str(older), str(real_run), "-o", str(tmp_path / "two.html")]) == EXIT_OK
+    page = (tmp_path / "two.html").read_text()
+    new = report.load(real_run).versions
+    labels = ["transformers 4.57.6 · peft 0.18.1", f"transformers {new['transformers']} · peft {new['peft']}"]
+    heads = page.split('<table class="matrix"')[1].split("</tr>")[0]
+    assert f"run 1: {labels[0]}<" in heads and f"run 2: {labels[1]}<" in heads, heads
+    runs = page.split('id="runs"')[1].split("</table>")[0]
+    assert f"1: {labels[0]}<" in runs and f"2: {labels[1]}<" in runs and ">1: results.jsonl" not in runs
+    # Records alone (no run.json) say the same; torch differing alone names torch.
+    (tmp_path / "older" / "run.json").unlink()
+    assert report.labels([report.load(older), report.load(real_run)]) == labels
+    torch = [{**r, "versions": {**r["versions"], "torch": "0.0.1"}} for r in _records(real_run)]
+    other = report.load(_write(tmp_path / "torch", torch))
+    assert report.labels([other, report.load(real_run)])[0] == "torch 0.0.1"
+
+
+def test_workflow_abbreviations_are_short_and_unique():
+    names = ["merge", "merge-resize", "resize-merge", "resize", "resume", "resize-normal", "untie-first"]
+    names += ["layout-no-top-flag", "layout-no-text-flag", "lora-merge", "linear-merge", "x", "x_y", "xy"]
+    short = report.abbreviations(names)
+    assert len(set(short.values())) == len(names), short
+    assert short["merge"] == "m" and short["untie-first"] == "uf" and short["resize-merge"] == "rm"
+    assert {short["resize"], short["resume"]} == {"resi", "resu"}
+    assert short["layout-no-top-flag"] != short["layout-no-text-flag"]
+
+
+def test_the_matrix_heads_are_a_line_high_and_spelled_out_in_the_legend(real_run):
+    page = (real_run / "index.html").read_text()
+    assert "writing-mode" not in page, "no rotated column heads"
+    heads = page.split('<table class="matrix"')[1].split("</thead>")[0]
+    legend = page.split('id="legend"')[1].split("</div>")[0]
+    columns = [c for c in heads.split('<th class="col"')[1:]]
+    assert columns
+    for column in columns:
+        title, text = column.split('title="')[1].split('"')[0], column.split(">")[1].split("<")[0]
+        impl, recipe, workflow = title.split()
+        assert len(text) <= 5 and f"<code>{text}</code> {workflow}</span>" in legend, (text, title)
+        assert f'title="{impl} {recipe}">' in heads, "its recipe heads the columns above it"
+
+
+def test_a_non_pass_carries_its_upstream_link_or_repro_and_its_standalone_command(real_run, not_reported):
+    page, entry = not_reported
+    text = page.read_text()
+    cases, links = _embedded(text, "data-records")[0]["cases"], _embedded(text, "data-links")
+    merge, resize = _case(real_run, MERGE), _case(real_run, RESIZE_MERGE)
+    assert cases[merge]["standalone"] == gate.standalone_command(merge)
+    assert f"python -m conformance repro '{merge}' --standalone -o repro.py" in cases[merge]["standalone"]
+    assert cases[resize]["standalone"] is None, "resize-merge has no standalone script"
+    assert "standalone" not in cases[_case(real_run, "peft llama tT lora_attn merge")], "it passes"
+    # Keyed by implementation too: ids are unique in their implementation's file only.
+    assert links[f"peft|{entry.id}"]["link"] == "not reported upstream"
+    assert links[f"peft|{entry.id}"]["repro"] == entry.repro
+    assert links["peft|tied-lora-merge-writes-shared-matrix"]["link"].startswith("https://")
 
 
 def test_a_bad_field_or_run_json_gets_one_line_and_exit_2(real_run, tmp_path, capsys):
@@ -164,20 +279,37 @@ def test_diff_of_two_real_runs(real_run, tmp_path, capsys, monkeypatch):
     argv = [*_llama_run("lora_embed", "no_adapter", "mts_head"), "--out", str(new), "--no-report"]
     main(argv)
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "diff",
-                str(real_run / "results.jsonl"),
-                str(new / "results.jsonl"),
-                "-o",
-                str(tmp_path / "diff.html"),
-            ]
-        )
-        == EXIT_OK
-    )
+    compared = ["diff", str(real_run / "results.jsonl"), str(new / "results.jsonl")]
+    assert main([*compared, "-o", str(tmp_path / "short.html")]) == EXIT_OK
+    short = capsys.readouterr().out
+    assert main([*compared, "--all", "-o", str(tmp_path / "diff.html")]) == EXIT_OK
     out = capsys.readouterr().out
     rows = report.diff(report.load(real_run / "results.jsonl"), report.load(new / "results.jsonl"))
+    differ = [r for r in rows if r["status"] != "unchanged"]
+    assert len(differ) > gate.CELLS_SHOWN
+
+    def cells(text: str) -> list[str]:
+        listed = [line for line in text.splitlines() if line.startswith("  ")]
+        return [line for line in listed if line.split()[0] in ("added", "removed", "changed")]
+
+    # Without --all: the counts, what the cells are made of, the first cells and how many more.
+    assert len(cells(out)) == len(differ) and len(cells(short)) == gate.CELLS_SHOWN
+    assert cells(short) == cells(out)[: gate.CELLS_SHOWN]
+    assert f"... {len(differ) - gate.CELLS_SHOWN} more (--all prints every cell" in short
+    assert "more (--all" not in out
+    assert short.splitlines()[0] == out.splitlines()[0], "the counts line is the same"
+    lines = short.splitlines()
+    assert len(lines) <= len(report.transitions(rows)) + gate.CELLS_SHOWN + 6, short
+    by_check = next(line for line in lines if line.startswith("by check: "))
+    merge = Counter(r["status"] for r in differ if (r["new"] or r["old"])["check"] == "merge-fidelity")
+    split = ", ".join(f"{status} {count}" for status, count in merge.most_common())
+    assert f"merge-fidelity {merge.total()} ({split})" in by_check, by_check
+    assert any(line.startswith("by family: llama ") for line in lines)
+    assert any(
+        line.startswith("by expectation: ") and "tied-lora-merge-writes-shared-matrix" in line
+        for line in lines
+    )
+    assert (tmp_path / "short.html").read_text() == (tmp_path / "diff.html").read_text()
     statuses = {row["status"] for row in rows}
     assert statuses == {"added", "removed", "changed", "unchanged"}
     changed = [r for r in rows if r["status"] == "changed"]
@@ -223,26 +355,55 @@ def _browser():
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
+def _first_row_bottom(driver) -> tuple[float, float]:
+    """Where the matrix's first row ends, and the height of the window's viewport."""
+    from selenium.webdriver.common.by import By
+
+    row = driver.find_element(By.CSS_SELECTOR, "#matrix tbody tr").rect
+    return row["y"] + row["height"], driver.execute_script("return window.innerHeight")
+
+
+def _cell(driver, title: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f'td.cell[title^="{title}:"]')
+
+
 def test_the_page_in_a_real_browser(real_run):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     driver = _browser()
     try:
+        # The matrix starts on the first screen of a 1280x800 window (its heads were 200 px of rotated names).
+        driver.set_window_size(1280, 800)
         driver.get((real_run / "index.html").as_uri())
+        bottom, screen = _first_row_bottom(driver)
+        assert bottom <= min(screen, 800), (bottom, screen)
+        driver.set_window_size(1600, 1000)
         matrix = driver.find_element(By.ID, "matrix")
         assert matrix.is_displayed() and matrix.size["height"] > 50
         cells = driver.find_elements(By.CSS_SELECTOR, "td.cell[data-keys]")
         assert cells and all(c.is_displayed() for c in cells)
         details = driver.find_element(By.ID, "details")
         assert not details.is_displayed()
-        warned = driver.find_element(By.CSS_SELECTOR, "td.cell.diverged-warned")
+        warned = _cell(driver, MERGE)
+        assert "diverged-warned" in warned.get_attribute("class").split()
         warned.click()
         assert details.is_displayed()
         assert "merge-fidelity" in details.text and "python -m conformance repro" in details.text
         assert "tied-lora-merge-writes-shared-matrix" in details.text  # the expectation, with its link
-        link = details.find_element(By.CSS_SELECTOR, "a").get_attribute("href")
-        assert link.startswith("https://github.com/huggingface/peft/issues/")
+        links = details.find_elements(By.CSS_SELECTOR, "a")
+        assert len(links) == 1, "its two non-pass checks share one expectation: said once"
+        assert links[0].get_attribute("href").startswith("https://github.com/huggingface/peft/issues/")
+        case = _case(real_run, MERGE)
+        assert f"standalone: {gate.standalone_command(case)}" in details.text
+        # Each warning once, though every check of the case came with it.
+        warnings = {w for r in _records(real_run) if r["case_id"] == case for w in r["warnings"]}
+        assert len(warnings) == 2, warnings
+        for warning in warnings:
+            assert details.text.count(warning.splitlines()[0]) == 1, warning
+        assert "[every check]" in details.text
         # Taken here, with the whole matrix and one cell's details showing, before any filter.
         (ROOT / "reports").mkdir(exist_ok=True)
         driver.save_screenshot(str(ROOT / "reports" / "report-screenshot.png"))
@@ -254,5 +415,37 @@ def test_the_page_in_a_real_browser(real_run):
         assert not warned.is_displayed(), "peft columns are hidden"
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert errors == [], errors
+    finally:
+        driver.quit()
+
+
+def test_details_say_what_is_not_reported_upstream_in_a_real_browser(real_run, not_reported, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    page, entry = not_reported
+    driver = _browser()
+    try:
+        driver.get(page.as_uri())
+        _cell(driver, MERGE).click()
+        details = driver.find_element(By.ID, "details")
+        assert "not reported upstream" in details.text and f"repro: {entry.repro}" in details.text
+        assert "github.com/huggingface/peft/issues/" in details.text, (
+            "merge-fidelity's expectation has a link"
+        )
+        assert "standalone: python -m conformance repro" in details.text
+        _cell(driver, RESIZE_MERGE).click()
+        assert "diverged-warned" in details.text and "repro: python -m conformance repro" in details.text
+        assert "standalone:" not in details.text, "resize-merge has no standalone script"
+        # Two runs, each with its versions' label above its columns, still start on the first screen.
+        other = tmp_path / "older"
+        old = {"transformers": "4.57.6", "peft": "0.18.1"}
+        _write(other, [{**r, "versions": {**r["versions"], **old}} for r in _records(real_run)])
+        both = tmp_path / "both.html"
+        assert main(["report", str(other), str(real_run), "-o", str(both)]) == EXIT_OK
+        driver.set_window_size(1280, 800)
+        driver.get(both.as_uri())
+        bottom, screen = _first_row_bottom(driver)
+        assert bottom <= min(screen, 800), (bottom, screen)
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         driver.quit()

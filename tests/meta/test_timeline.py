@@ -11,6 +11,7 @@ import pytest
 from test_report import _browser
 
 from conformance.cli import EXIT_OK, main
+from conformance.pages.report import STYLE
 
 CELL = "peft-llama-tT-mts_embed-merge@v128.h32.i64.L2.H2.K1.s0"
 
@@ -56,6 +57,25 @@ def test_the_banner_counts_verdicts_per_environment(matrix_runs):
         "tied-lora-merge-writes-shared-matrix" in middle
         and "github.com/huggingface/peft/issues/2864" in middle
     )
+
+
+def test_the_timeline_has_a_legend_for_its_symbols(matrix_runs):
+    page = matrix_runs.read_text()
+    legend = page.split('<div class="legend" id="legend">')[1].split("</div>")[0]
+    for outcome, (_, glyph) in STYLE.items():
+        assert f'<span class="o {outcome}">{glyph}</span>{outcome}' in legend, outcome
+    # Each mark the table draws, drawn the same way (its classes) and named.
+    for sample, words in (
+        ("o pass unexpected", "unexpected"),
+        ("o diverged-warned expected", "expected (an expectation covers it)"),
+        ("o pass fixed", "changed from the environment before"),
+        ("o none", "not run in that environment"),
+        ("fixed-in", "passes from X on"),
+        ("broke-in", "fails from X on"),
+        ("changed-in", "became another"),
+    ):
+        assert f'<span class="{sample}">' in legend and words in legend, (sample, words)
+    assert page.index('id="legend"') < page.index('id="timeline"'), "above the table it explains"
 
 
 def test_the_timeline_filters_in_a_real_browser(matrix_runs):
