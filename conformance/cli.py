@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from conformance.base import outcomes
-from conformance.base.contract import PROFILES, WORKFLOWS
+from conformance.base.contract import PROFILES
 from conformance.base.errors import (  # noqa: F401  (the exit codes are the CLI's too)
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -211,28 +210,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from conformance.pages import gate, report
+    from conformance.pages import diff, report
 
     old, new = report.load(Path(args.old)), report.load(Path(args.new))
-    rows = report.diff(old, new)
-    counts = Counter(r["status"] for r in rows)
-    print(" ".join(f"{status} {counts[status]}" for status in report.STATUSES))
-    for (before, after), count in report.transitions(rows).most_common():
-        print(f"  {count:>6}  {before} -> {after}")
-    changes = [
-        gate.Change(row["key"], row["status"], row["old"], row["new"])
-        for row in rows
-        if row["status"] != report.UNCHANGED
-    ]
-    for line in gate.breakdown(changes, kind=lambda c: c.status):
+    rows = diff.diff(old, new)
+    for line in diff.summary(rows, show_all=args.all):
         print(line)
-    lines = [
-        gate.printable(f"{c.status:<8} {c.key}: {report.state(c.old)} -> {report.state(c.new)}")
-        for c in changes
-    ]
-    for line in gate.listing(lines, None if args.all else gate.CELLS_SHOWN)[0]:
-        print(line)
-    print(f"diff: {report.render_diff(old, new, rows, Path(args.output))}")
+    print(f"diff: {diff.render_diff(old, new, rows, Path(args.output))}")
     return EXIT_OK
 
 
@@ -241,24 +225,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     baseline, candidate = report.load(Path(args.baseline)), report.load(Path(args.candidate))
     changes = gate.compare(baseline, candidate)
-    for line in gate.side_lines(baseline, "baseline") + gate.side_lines(candidate, "candidate"):
-        print(f"gate: {line}")
-    counts = gate.counts(changes)
-    print("gate: " + " · ".join(f"{status} {counts.get(status, 0)}" for status in gate.STATUSES))
-    groups = {s: [c for c in changes if c.status == s] for s in gate.STATUSES if s != gate.UNCHANGED}
-    for status, shown in groups.items():
-        if shown:
-            print(f"gate: {status}: {gate.tally(shown, lambda c: [c.transition()])}")
-            for line in gate.breakdown(shown):
-                print(f"gate: {status} {line}")
-    room = None if args.all else gate.CELLS_SHOWN
-    for status, shown in groups.items():
-        if not shown:
-            continue
-        print(f"\n{status.upper()} ({len(shown)}){': fails the gate' if status in gate.FAILING else ''}")
-        lines, room = gate.listing([change.line() for change in shown], room)
-        for line in lines:
-            print(line)
+    for line in gate.summary(baseline, candidate, changes, show_all=args.all):
+        print(line)
     failed = any(c.fails for c in changes)
     page = gate.render(baseline, candidate, changes, Path(args.output))
     print(f"\ngate: {'REGRESSION' if failed else 'no regression'}; page: {page}")
@@ -288,40 +256,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from conformance import implementations
-    from conformance.model import families, features
-    from conformance.model import recipes as recipe_book
+    from conformance.engine import catalog
 
-    book = recipe_book.load()
     print(f"cases: {cases_line()}")
-    print("families:")
-    for family in families.all_families():
-        reason = family.unavailable()
-        print(f"  {family.name:<12} {'unavailable: ' + reason if reason else family.describe()}")
-    print("tie states (--tie-states all adds the last two to every flag combination):")
-    for word, about in (
-        ("natural", "the storage the flags rule: one tensor where they tie, two where they do not"),
-        ("apart", "a head with values of its own under a config that ties it (-apart)"),
-        ("alias", "one tensor for embedding and head under a config that unties them (-alias)"),
-    ):
-        print(f"  {word:<12} {about}")
-    print("recipes:")
-    for recipe in book.recipes.values():
-        reason = book.skip_reason(recipe)
-        needs = f" [needs {', '.join(recipe.requires)}]" if recipe.requires else ""
-        print(f"  {recipe.name:<28} {'skipped: ' + reason if reason else recipe.about + needs}")
-    print("features (probed in the installed libraries):")
-    for feature in features.declared().values():
-        reason = features.missing(feature.name)
-        print(f"  {feature.name:<30} {'not found: ' + reason if reason else 'found'}: {feature.about}")
-    print("implementations:")
-    for impl in implementations.REGISTRY.values():
-        reason = impl.unavailable()
-        print(f"  {impl.name:<16} {'unavailable: ' + reason if reason else impl.about}")
-    print("workflows:")
-    for name, workflow in WORKFLOWS.items():
-        runs = ", ".join(i.name for i in implementations.REGISTRY.values() if name in i.workflows)
-        print(f"  {name:<20} {workflow.about} [{runs}]")
+    for line in catalog.lines():
+        print(line)
     return EXIT_OK
 
 

@@ -197,19 +197,6 @@ WORKFLOWS: dict[str, Workflow] = {
             OWN_RELOAD_MATRICES,
             *NOISE,
         ),
-        workflow(
-            "lora-merge",
-            "NeMo LoRA -> NeMo's PEFT-format export -> PeftModel -> merge -> save -> reload",
-            *NOISE,
-            BASE_LOGITS,
-            UNMERGED_LOGITS,
-            ADAPTER_LOGITS,
-            MERGED_LOGITS,
-            SAVED_MATRICES,
-            *RELOAD,
-            standalone=False,
-            tie_states=False,
-        ),
     )
 }
 

@@ -280,11 +280,11 @@ def side_lines(run: Run, name: str) -> list[str]:
 
 def render(baseline: Run, candidate: Run, changes: list[Change], output: Path) -> Path:
     """The gate page: regressions first, then improvements; static HTML, no script at all."""
-    from conformance.pages.report import _templates, _write, expectation_links
+    from conformance.pages.report import expectation_links, templates, write
 
     groups = {status: [c for c in changes if c.status == status] for status in STATUSES}
     page = (
-        _templates()
+        templates()
         .get_template("gate.html.j2")
         .render(
             baseline=baseline,
@@ -302,4 +302,25 @@ def render(baseline: Run, candidate: Run, changes: list[Change], output: Path) -
             delta=_delta,
         )
     )
-    return _write(page, output)
+    return write(page, output)
+
+
+def summary(baseline: Run, candidate: Run, changes: list[Change], show_all: bool = False) -> list[str]:
+    """The terminal's account: both sides, counts by status, kind of change, check, family and expectation,
+    then the first changed cells of each status (every one with `show_all`)."""
+    out = [f"gate: {line}" for line in side_lines(baseline, "baseline") + side_lines(candidate, "candidate")]
+    tallied = counts(changes)
+    out.append("gate: " + " · ".join(f"{status} {tallied.get(status, 0)}" for status in STATUSES))
+    groups = {s: [c for c in changes if c.status == s] for s in STATUSES if s != UNCHANGED}
+    for status, shown in groups.items():
+        if shown:
+            out.append(f"gate: {status}: {tally(shown, lambda c: [c.transition()])}")
+            out += [f"gate: {status} {line}" for line in breakdown(shown)]
+    room = None if show_all else CELLS_SHOWN
+    for status, shown in groups.items():
+        if not shown:
+            continue
+        out.append(f"\n{status.upper()} ({len(shown)}){': fails the gate' if status in FAILING else ''}")
+        cells, room = listing([change.line() for change in shown], room)
+        out += cells
+    return out

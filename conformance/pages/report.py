@@ -326,7 +326,7 @@ def expectation_links(by_implementation: bool = False) -> dict[str, dict[str, st
     }
 
 
-def _templates() -> Any:
+def templates() -> Any:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     # A path beside this module rather than PackageLoader, which resolves the package through import
@@ -397,7 +397,7 @@ def render(runs: list[Run], output: Path) -> Path:
     grid = matrix(runs)
     links = expectation_links()
     script, script_hash = page_script()
-    template = _templates().get_template("report.html.j2")
+    template = templates().get_template("report.html.j2")
     page = template.render(
         script=script,
         script_hash=script_hash,
@@ -418,60 +418,10 @@ def render(runs: list[Run], output: Path) -> Path:
         links=script_json(expectation_links(by_implementation=True)),
         links_by_id=links,
     )
-    return _write(page, output)
+    return write(page, output)
 
 
-def _write(page: str, output: Path) -> Path:
+def write(page: str, output: Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page)
     return output
-
-
-ADDED, REMOVED, CHANGED, UNCHANGED = "added", "removed", "changed", "unchanged"
-STATUSES = (ADDED, REMOVED, CHANGED, UNCHANGED)
-
-
-def diff(old: Run, new: Run) -> list[dict[str, Any]]:
-    """Every (case, check) of either run: added, removed, changed (outcome or verdict) or unchanged."""
-    before = {record_key(r): r for r in old.records}
-    after = {record_key(r): r for r in new.records}
-    rows = []
-    for key in list(before) + [k for k in after if k not in before]:
-        a, b = before.get(key), after.get(key)
-        if a is None:
-            status = ADDED
-        elif b is None:
-            status = REMOVED
-        elif (a["outcome"], a["verdict"]) != (b["outcome"], b["verdict"]):
-            status = CHANGED
-        else:
-            status = UNCHANGED
-        rows.append({"key": key, "status": status, "old": a, "new": b})
-    return rows
-
-
-def transitions(rows: list[dict[str, Any]]) -> Counter:
-    """How many changed results went from each old outcome/verdict to each new one: the shape of a diff."""
-    return Counter((state(r["old"]), state(r["new"])) for r in rows if r["status"] == CHANGED)
-
-
-def state(record: dict[str, Any] | None) -> str:
-    """`outcome/verdict` of a record, `-` where the run has none: what the diff compares."""
-    return "-" if record is None else f"{record['outcome']}/{record['verdict']}"
-
-
-def render_diff(old: Run, new: Run, rows: list[dict[str, Any]], output: Path) -> Path:
-    counts = Counter(row["status"] for row in rows)
-    template = _templates().get_template("diff.html.j2")
-    shape = transitions(rows).most_common()
-    page = template.render(
-        old=old,
-        new=new,
-        labels=labels([old, new]),
-        rows=rows,
-        counts=counts,
-        statuses=STATUSES,
-        transitions=shape,
-        style=STYLE,
-    )
-    return _write(page, output)

@@ -99,13 +99,13 @@ def _verdict(records: list[dict[str, Any]]) -> str | None:
 
 
 def render(runs: list[Run], output: Path) -> Path:
-    from conformance.pages.report import _templates, _write
+    from conformance.pages.report import templates, write
 
     ordered = order(runs)
     found = lines(ordered)
     script, script_hash = page_script("timeline.js")
     page = (
-        _templates()
+        templates()
         .get_template("timeline.html.j2")
         .render(
             runs=ordered,
@@ -122,4 +122,4 @@ def render(runs: list[Run], output: Path) -> Path:
             script_hash=script_hash,
         )
     )
-    return _write(page, output)
+    return write(page, output)

@@ -11,7 +11,7 @@ import pytest
 
 from conformance.base import casefiles
 from conformance.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from conformance.pages import gate, report
+from conformance.pages import diff, gate, report
 from conformance.reading import expectations
 
 
@@ -284,7 +284,7 @@ def test_diff_of_two_real_runs(real_run, tmp_path, capsys, monkeypatch):
     short = capsys.readouterr().out
     assert main([*compared, "--all", "-o", str(tmp_path / "diff.html")]) == EXIT_OK
     out = capsys.readouterr().out
-    rows = report.diff(report.load(real_run / "results.jsonl"), report.load(new / "results.jsonl"))
+    rows = diff.diff(report.load(real_run / "results.jsonl"), report.load(new / "results.jsonl"))
     differ = [r for r in rows if r["status"] != "unchanged"]
     assert len(differ) > gate.CELLS_SHOWN
 
@@ -299,7 +299,7 @@ def test_diff_of_two_real_runs(real_run, tmp_path, capsys, monkeypatch):
     assert "more (--all" not in out
     assert short.splitlines()[0] == out.splitlines()[0], "the counts line is the same"
     lines = short.splitlines()
-    assert len(lines) <= len(report.transitions(rows)) + gate.CELLS_SHOWN + 6, short
+    assert len(lines) <= len(diff.transitions(rows)) + gate.CELLS_SHOWN + 6, short
     by_check = next(line for line in lines if line.startswith("by check: "))
     merge = Counter(r["status"] for r in differ if (r["new"] or r["old"])["check"] == "merge-fidelity")
     split = ", ".join(f"{status} {count}" for status, count in merge.most_common())
@@ -315,7 +315,7 @@ def test_diff_of_two_real_runs(real_run, tmp_path, capsys, monkeypatch):
     changed = [r for r in rows if r["status"] == "changed"]
     assert all(r["old"]["verdict"] == "expected" and r["new"]["verdict"] == "unexpected" for r in changed)
     assert "removed" in out and "peft-llama-tT-lora_attn" in out and "-> diverged-warned/unexpected" in out
-    shape = report.transitions(rows)
+    shape = diff.transitions(rows)
     assert sum(shape.values()) == len(changed) and set(shape) == {
         ("diverged-warned/expected", "diverged-warned/unexpected")
     }

@@ -31,6 +31,24 @@ from conformance.model.pipeline import CaseRun, Workspace, logits
 from conformance.model.recipes import Recipe
 
 PACKAGE = "nemo-automodel"
+# NeMo's LoRA exported in PEFT's format: judged by the adapter oracles, so its artifacts are the suite's own.
+contract.declare(
+    workflows=(
+        contract.workflow(
+            "lora-merge",
+            "NeMo LoRA -> NeMo's PEFT-format export -> PeftModel -> merge -> save -> reload",
+            *contract.NOISE,
+            contract.BASE_LOGITS,
+            contract.UNMERGED_LOGITS,
+            contract.ADAPTER_LOGITS,
+            contract.MERGED_LOGITS,
+            contract.SAVED_MATRICES,
+            *contract.RELOAD,
+            standalone=False,
+            tie_states=False,
+        ),
+    )
+)
 CLASSES = {
     "gemma4-moe": "nemo_automodel.components.models.gemma4_moe.model:Gemma4ForConditionalGeneration",
     "llama": "nemo_automodel.components.models.llama.model:LlamaForCausalLM",
