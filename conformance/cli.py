@@ -458,7 +458,7 @@ def entry() -> int:
     Text from the code under test can print a set of names (safetensors' "shared tensors [{...}]"), whose
     order follows the interpreter's string hashing, random per process: the same seed gave two results
     files. Without PYTHONHASHSEED the command starts itself again with 0 (workers inherit it); a seed the
-    user set is kept."""
+    user set is kept. tox sets a random one per call unless told otherwise: tox.ini sets 0."""
     if os.environ.get("PYTHONHASHSEED") is None:
         os.environ["PYTHONHASHSEED"] = "0"
         sys.stdout.flush()

@@ -1,5 +1,6 @@
 """The command line: one clear line for bad input, exit codes, the results file, determinism, repro."""
 
+import configparser
 import json
 import os
 import shutil
@@ -334,3 +335,15 @@ def test_a_hash_seed_the_user_set_is_kept(monkeypatch):
     monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("started again though the seed was set"))
     monkeypatch.setattr(cli, "main", lambda: 3)
     assert cli.entry() == 3
+
+
+def test_every_tox_environment_runs_under_one_hash_seed():
+    # tox gives each call a random PYTHONHASHSEED, which the command keeps as a user's: [testenv] fixes it,
+    # and an environment with a set_env of its own must take the base's along.
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(Path(__file__).resolve().parents[2] / "tox.ini")
+    base = [line.split("=")[0].strip() for line in config["testenv"]["set_env"].splitlines() if "=" in line]
+    assert "PYTHONHASHSEED" in base, base
+    for name in (s for s in config.sections() if s.startswith("testenv:")):
+        own = config[name].get("set_env")
+        assert own is None or "{[testenv]set_env}" in own, f"tox.ini [{name}] set_env drops the hash seed"
