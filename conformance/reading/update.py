@@ -298,6 +298,12 @@ def _draft(done: Plan, known: ExpectationSet, alone: list[Observation]) -> None:
     by_cell: dict[tuple, list[Observation]] = defaultdict(list)
     for o in free:
         by_cell[o.cell].append(o)
+    # Passing records of each implementation's recipe on each family: where a cover ran a failing cell at
+    # one version only, the recipe passing on that family at another is what bounds its draft.
+    kin: dict[tuple, list[Observation]] = defaultdict(list)
+    for o in alone:
+        if not o.failed:
+            kin[(o.subject.implementation, o.subject.family, o.subject.recipe)].append(o)
     groups: dict[tuple, list[Observation]] = defaultdict(list)
     also: dict[tuple, set[str]] = defaultdict(set)
     for cell, seen in by_cell.items():
@@ -305,9 +311,16 @@ def _draft(done: Plan, known: ExpectationSet, alone: list[Observation]) -> None:
             failing = [o for o in seen if o.outcome == outcome]
             others = [o for o in seen if o.outcome != outcome]
             found: tuple[dict[str, str], list[str]] | None = ({}, [])
+            blank = _condition(cell[0], {}, None, SUPPORTED, {})
             if others:  # the cell shows another outcome at other versions: a range tells them apart
-                blank = _condition(cell[0], {}, None, SUPPORTED, {})
                 found = separate(blank, failing, others, package_order(blank, seen))
+            else:  # only these versions ran the cell: bounded where the recipe passes on the family
+                failed_at = [o.subject.versions for o in failing]
+                key = (cell[0], failing[0].subject.family, failing[0].subject.recipe)
+                elsewhere = [o for o in kin[key] if o.subject.versions not in failed_at]
+                if elsewhere:
+                    found = separate(blank, failing, elsewhere, package_order(blank, failing + elsewhere))
+                    found = found or ({}, [])
             if found is None:
                 done.lines.append(
                     f"not drafted: {failing[0].case_id} {cell[6]}: {outcome} and not, same versions"

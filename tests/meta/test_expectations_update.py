@@ -255,3 +255,25 @@ def test_drafts_are_entries_of_their_own_with_unique_ids(tmp_path):
         "tokens-same-rows-not-tied-2",
         "tokens-same-rows-not-tied-3",
     ]
+
+
+def test_a_draft_from_cells_a_cover_ran_at_one_version_is_bounded_where_the_recipe_passes(
+    cases, tmp_path, capsys
+):
+    # As a cover leaves it: the newest run has none of the merge cells that crash on 0.18.1, only the
+    # recipe's adapter cells, which pass. Unbounded, the draft would match those merge cells on the next
+    # newest run that covers them, where they pass.
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(DATA / "new" / "run.json", new / "run.json")
+    kept = [
+        line
+        for line in (DATA / "new" / "results.jsonl").read_text().splitlines()
+        if not (json.loads(line)["recipe"] == "mts_head_ewt" and json.loads(line)["workflow"] == "merge")
+    ]
+    assert any(json.loads(line)["recipe"] == "mts_head_ewt" for line in kept)
+    (new / "results.jsonl").write_text("\n".join(kept) + "\n")
+    main(["expectations", "update", RUNS[0], str(new)])
+    assert "drafted for peft: 20 crashed records in 1 clause(s)" in capsys.readouterr().out
+    drafted = cases.read_text().split("  - id: todo-llama-crashed\n")[1]
+    assert '      versions: {peft: "<0.21.2"}\n' in drafted, drafted
