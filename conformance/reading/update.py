@@ -233,9 +233,16 @@ def plan(entries: list[Expectation], observations: list[Observation], scopes: li
             if clause.matches(o.subject) and decided[o] is not None and decided[o].id == clause.id
         ]
         failing, passing = [o for o in inside if o.failed], [o for o in inside if not o.failed]
+        key = (clause.implementation, clause.id)
         if inside:
-            key = (clause.implementation, clause.id)
             passes_only[key] = passes_only.get(key, True) and not failing
+        if failing and passing:
+            # First match lends a wide clause the failures of entries after it: one a later entry expects,
+            # as it shows, is that entry's evidence, and says nothing of where this one's bug is fixed.
+            rest = ExpectationSet([e for e in entries if (e.implementation, e.id) != key])
+            failing = [
+                o for o in failing if (alt := rest.peek(o.subject)) is None or alt.outcome != o.outcome
+            ]
         if not (failing and passing):
             continue
         found = separate(clause, failing, passing, package_order(clause, inside))
