@@ -17,10 +17,12 @@ to reuse instead of running the baseline again. A released baseline's results ar
 environment, keyed by its specs, the selection and the suite's own files, and reused while all three
 stay the same: a second gate against the same release runs the candidate only.
 
-Both sides run a 3-wise cover of the plan (conformance.engine.cover: every combination of three axis values,
-in about a third of the cases); GATE_COVER=0 runs every case. The verdict prints counts by check, family and
-expectation and the first changed cells; GATE_ALL=1 prints every one (gate.html always lists them all).
-The exit code is the gate's: 0 no regression, 1 regression, 2 bad input.
+Both sides run at once, each with half the cores, so one's imports, planning and page overlap the other's
+cases; each writes GATE_OUT/<side>.log, printed whole when both are done. Both run a 3-wise cover of the
+plan (conformance.engine.cover: every combination of three axis values, in about a third of the cases);
+GATE_COVER=0 runs every case. The verdict prints counts by check, family and expectation and the first
+changed cells; GATE_ALL=1 prints every one (gate.html always lists them all). The exit code is the gate's:
+0 no regression, 1 regression, 2 bad input.
 """
 
 from __future__ import annotations
@@ -148,16 +150,49 @@ def build(folder: Path, specs: dict[str, str], under_test: str) -> Path:
     return python
 
 
-def run_side(python: Path, out: Path, under_test: str, extra: list[str]) -> None:
+def side_argv(python: Path, out: Path, under_test: str, extra: list[str], jobs: int) -> list[str]:
     families = [f.strip() for f in os.environ.get("GATE_FAMILIES", "").split(",") if f.strip()]
     impls = [arg for impl in PACKAGES[under_test][2].split(",") for arg in ("--impl", impl)]
     cover = os.environ.get("GATE_COVER") or DEFAULT_COVER
     argv = [str(python), "-m", "conformance", "run", *impls, "--out", str(out), "--cover", cover]
-    argv += [arg for family in families for arg in ("--family", family)] + extra
-    done = subprocess.run(argv, cwd=ROOT)
-    # 1 means unexpected outcomes, which is the gate's business, not the run's; 2 is bad input.
-    if done.returncode not in (0, 1) or not (out / "results.jsonl").is_file():
-        raise GateError(f"the run in {python.parent.parent} exited {done.returncode}: see its output above")
+    # Both sides run at once, so each takes its share of the cores (an explicit --jobs after -- wins).
+    argv += ["--jobs", str(jobs)] if "--jobs" not in extra else []
+    return argv + [arg for family in families for arg in ("--family", family)] + extra
+
+
+def run_sides(pythons: dict[str, Path], out: Path, under_test: str, extra: list[str]) -> dict[str, float]:
+    """Both sides' runs at once, each into a log of its own that is printed whole when both are done: a
+    run's serial parts (imports, planning, its page) overlap the other's cases. Seconds per side."""
+    jobs = max(1, execution_cores() // len(pythons))
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    running = {}
+    for side, python in pythons.items():
+        log = (out / f"{side}.log").open("w")
+        argv = side_argv(python, out / side, under_test, extra, jobs)
+        running[side] = (subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log)
+    print(f"gate: {' and '.join(running)} running at once, {jobs} worker(s) each; logs in {out}", flush=True)
+    took: dict[str, float] = {}
+    while len(took) < len(running):
+        for side, (process, log) in running.items():
+            if side not in took and process.poll() is not None:
+                log.close()
+                took[side] = time.perf_counter() - began
+        time.sleep(0.2)
+    for side, (process, _) in running.items():
+        print(f"\ngate: --- {side} run ---", flush=True)
+        print((out / f"{side}.log").read_text(errors="replace"), end="", flush=True)
+        print(f"gate: {side} run took {took[side]:.0f}s", flush=True)
+        # 1 means unexpected outcomes, which is the gate's business, not the run's; 2 is bad input.
+        if process.returncode not in (0, 1) or not (out / side / "results.jsonl").is_file():
+            raise GateError(
+                f"the run in {pythons[side].parent.parent} exited {process.returncode}: see its output above"
+            )
+    return took
+
+
+def execution_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def suite_digest() -> str:
@@ -213,13 +248,9 @@ def main(argv: list[str]) -> int:
             began = time.perf_counter()
             pythons[side] = build(envs / f"{under_test}-{side}", specs, under_test)
             print(f"gate: {side} environment ready in {time.perf_counter() - began:.0f}s", flush=True)
-        for side, python in pythons.items():
-            began = time.perf_counter()
-            print(f"\ngate: --- {side} run ---", flush=True)
-            run_side(python, out / side, under_test, argv)
-            print(f"gate: {side} run took {time.perf_counter() - began:.0f}s", flush=True)
-            if side == "baseline" and keep is not None:
-                remember(out / side, keep)
+        run_sides(pythons, out, under_test, argv)
+        if "baseline" in pythons and keep is not None:
+            remember(out / "baseline", keep)
     except GateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
