@@ -170,7 +170,8 @@ def run_sides(pythons: dict[str, Path], out: Path, under_test: str, extra: list[
     for side, python in pythons.items():
         log = (out / f"{side}.log").open("w")
         argv = side_argv(python, out / side, under_test, extra, jobs)
-        running[side] = (subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log)
+        process = subprocess.Popen(argv, cwd=ROOT, env=side_env(), stdout=log, stderr=subprocess.STDOUT)
+        running[side] = (process, log)
     print(f"gate: {' and '.join(running)} running at once, {jobs} worker(s) each; logs in {out}", flush=True)
     took: dict[str, float] = {}
     while len(took) < len(running):
@@ -189,6 +190,12 @@ def run_sides(pythons: dict[str, Path], out: Path, under_test: str, extra: list[
                 f"the run in {pythons[side].parent.parent} exited {process.returncode}: see its output above"
             )
     return took
+
+
+def side_env() -> dict[str, str]:
+    # uv installs no bytecode: where PYTHONDONTWRITEBYTECODE is set, every run would compile transformers
+    # and peft from source again (~10 s a process). The sides' environments are the gate's own.
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def execution_cores() -> int:

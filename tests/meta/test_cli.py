@@ -344,6 +344,8 @@ def test_every_tox_environment_runs_under_one_hash_seed():
     config.read(Path(__file__).resolve().parents[2] / "tox.ini")
     base = [line.split("=")[0].strip() for line in config["testenv"]["set_env"].splitlines() if "=" in line]
     assert "PYTHONHASHSEED" in base, base
+    # And bytecode is written (uv installs none; PYTHONDONTWRITEBYTECODE would recompile per process).
+    assert "PYTHONDONTWRITEBYTECODE" in base, base
     for name in (s for s in config.sections() if s.startswith("testenv:")):
         own = config[name].get("set_env")
         assert own is None or "{[testenv]set_env}" in own, f"tox.ini [{name}] set_env drops the hash seed"
