@@ -370,18 +370,6 @@ def applicable_checks(case: Case) -> list[oracles.Check]:
     ]
 
 
-def _inherited(subject: Subject, record: Record, found: expectations.ExpectationSet) -> Any:
-    """A cross-version record's entry among the single-environment ones: the saver's known behaviour
-    (what it did wrong while merging shows wherever the result is loaded), else the loader's; each only
-    where it shows the same way (otherwise the other version changed it, which needs its own entry)."""
-    for versions in (record.saved_with, record.versions):
-        alone = replace(subject, versions=versions, saved_with=None)
-        entry = found.peek(alone)
-        if entry is not None and entry.outcome == record.outcome:
-            return found.match(alone)
-    return None
-
-
 def expect(records: list[Record], expectation_set: expectations.ExpectationSet) -> list[Record]:
     """Attach the matching expectation and the verdict to each record (skips never match one)."""
     for record in records:
@@ -404,8 +392,6 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
                 storage=flags.storage or "natural",
                 device=(record.device or "cpu").split(" ", 1)[0],
             )
-            entry = expectation_set.match(subject)
-            if entry is None and record.saved_with is not None:
-                entry = _inherited(subject, record, expectation_set)
+            entry = expectation_set.decide(subject, record.outcome)
         attach(record, entry, expectations.verdict(record.outcome, entry))
     return records

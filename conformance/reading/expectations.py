@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,22 @@ class ExpectationSet:
     def match(self, subject: Subject) -> Expectation | None:
         entry = self.peek(subject)
         if entry is not None:
+            self.used.add(entry.id)
+        return entry
+
+    def decide(self, subject: Subject, outcome: str, count: bool = True) -> Expectation | None:
+        """The entry that decides a record (`count`: and mark it used). A cross-version record (saved_with)
+        no entry names falls back to the saver's known behaviour (what it did wrong while merging shows
+        wherever the result is loaded), else the loader's; each only where it shows the same way
+        (otherwise the other version changed it, which needs its own entry)."""
+        entry = self.peek(subject)
+        if entry is None and subject.saved_with is not None:
+            for versions in (subject.saved_with, subject.versions):
+                alone = self.peek(replace(subject, versions=versions, saved_with=None))
+                if alone is not None and alone.outcome == outcome:
+                    entry = alone
+                    break
+        if entry is not None and count:
             self.used.add(entry.id)
         return entry
 

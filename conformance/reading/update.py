@@ -131,18 +131,6 @@ def _observation(record: dict[str, Any], where: str) -> Observation:
     return Observation(record["case_id"], record["outcome"], subject)
 
 
-def decider(known: ExpectationSet, seen: Observation) -> Expectation | None:
-    """The entry that decides a record, as the engine attaches it (engine.expect): a cross-version record
-    falls back to the saver's, then the loader's entry, where it shows the same way."""
-    entry = known.peek(seen.subject)
-    if entry is None and seen.subject.saved_with is not None:
-        for found in (seen.subject.saved_with, seen.subject.versions):
-            alone = known.peek(dataclasses.replace(seen.subject, versions=found, saved_with=None))
-            if alone is not None and alone.outcome == seen.outcome:
-                return alone
-    return entry
-
-
 def _release(raw: str | None) -> Version | None:
     """A released version (a local build such as 2.13.0+cpu counts as its release); else None: a dev or
     pre-release build says which release it follows, not which fixes it has."""
@@ -208,7 +196,7 @@ class Plan:
 def plan(entries: list[Expectation], observations: list[Observation], scopes: list[Scope]) -> Plan:
     """Narrowings, unused entries and drafts, from the entries of every file (in order) and the runs."""
     done, entries, known = Plan(), list(entries), ExpectationSet(list(entries))
-    decided = {o: decider(known, o) for o in observations}
+    decided = {o: known.decide(o.subject, o.outcome, count=False) for o in observations}
     alone = [o for o in observations if o.subject.saved_with is None]
     by_cell: dict[tuple, list[Observation]] = defaultdict(list)  # as ExpectationSet indexes its entries
     for o in alone:
