@@ -160,9 +160,9 @@ def side_argv(python: Path, out: Path, under_test: str, extra: list[str], jobs: 
     return argv + [arg for family in families for arg in ("--family", family)] + extra
 
 
-def run_sides(pythons: dict[str, Path], out: Path, under_test: str, extra: list[str]) -> dict[str, float]:
+def run_sides(pythons: dict[str, Path], out: Path, under_test: str, extra: list[str]) -> None:
     """Both sides' runs at once, each into a log of its own that is printed whole when both are done: a
-    run's serial parts (imports, planning, its page) overlap the other's cases. Seconds per side."""
+    run's serial parts (imports, planning, its page) overlap the other's cases."""
     jobs = max(1, execution_cores() // len(pythons))
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
@@ -189,7 +189,6 @@ def run_sides(pythons: dict[str, Path], out: Path, under_test: str, extra: list[
             raise GateError(
                 f"the run in {pythons[side].parent.parent} exited {process.returncode}: see its output above"
             )
-    return took
 
 
 def side_env() -> dict[str, str]:
@@ -199,6 +198,7 @@ def side_env() -> dict[str, str]:
 
 
 def execution_cores() -> int:
+    # As conformance.engine.execution.default_jobs counts them: this driver runs without the suite installed.
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
