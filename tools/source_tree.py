@@ -64,6 +64,19 @@ REVERTS = {
         ),
         "self.model.config.tie_word_embeddings = False",
     ),
+    "peft-3455": Revert(
+        "peft",
+        "utils/other.py",
+        "PEFT PR #3455: unloading a modules_to_save wrapper none of whose adapters is active returns the "
+        "original module",
+        (
+            (
+                "        if not self.active_adapters:\n            # none of the modules_to_save adapters",
+                "            return self.original_module\n\n",
+            ),
+        ),
+        "none of the modules_to_save adapters of this module are active",
+    ),
     "nemo-2601": Revert(
         "nemo",
         "components/models/gemma4_moe/model.py",

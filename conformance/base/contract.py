@@ -86,6 +86,9 @@ class Workflow:
     unties_base: bool = False  # the model under test is the base untied by hand (never tied)
     tie_states: bool = True  # it takes a base in every tie state (storage apart from what the flags rule)
     resizes: str = ""  # the base's vocabulary grows first, new rows by this init: "mean" or "normal"
+    # A second adapter is added after the recipe's, trained and made the active one before merging: "same"
+    # (the case's recipe again, with weights of its own) or a recipe's name. The first must leave no trace.
+    second: str = ""
 
 
 def workflow(
@@ -96,8 +99,9 @@ def workflow(
     unties_base: bool = False,
     tie_states: bool = True,
     resizes: str = "",
+    second: str = "",
 ) -> Workflow:
-    return Workflow(name, about, frozenset(produces), standalone, unties_base, tie_states, resizes)
+    return Workflow(name, about, frozenset(produces), standalone, unties_base, tie_states, resizes, second)
 
 
 WORKFLOWS: dict[str, Workflow] = {
@@ -153,6 +157,25 @@ WORKFLOWS: dict[str, Workflow] = {
                 resizes=init,
             )
             for name, init in (("resize", "mean"), ("resize-normal", "normal"))
+        ),
+        # Several adapters on one model (add_adapter, set_adapter): unloading must drop every inactive one
+        # from the tied layers, whatever wrappers (modules_to_save, trainable tokens) it left there.
+        *(
+            workflow(
+                name,
+                f"{about}, made the active one -> merge_and_unload -> save_pretrained -> from_pretrained",
+                *ADAPTER,
+                MERGED_LOGITS,
+                GAP_MERGED,
+                SAVED_MATRICES,
+                *RELOAD,
+                standalone=False,
+                second=second,
+            )
+            for name, about, second in (
+                ("switch-merge", "the recipe's adapter, then a second adapter of the same recipe", "same"),
+                ("beside-merge", "the recipe's adapter, then LoRA on attention (lora_attn)", "lora_attn"),
+            )
         ),
         workflow(
             "adapter",

@@ -1,4 +1,5 @@
-"""PEFT on HF models: adapter, training step, reference, then merge/save/reload, adapter I/O, untie-first."""
+"""PEFT on HF models: adapter, training step, reference, then merge/save/reload, adapter I/O, untie-first,
+and a second adapter made active beside the first (switch-merge, beside-merge)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import torch
 
 from conformance.base import contract
 from conformance.implementations.base import Implementation, Standalone
-from conformance.model import effective, families, features, pipeline
+from conformance.model import effective, families, features, pipeline, recipes
 from conformance.model.cases import Case
 from conformance.model.pipeline import CaseRun, Workspace, logits
 from conformance.model.recipes import Recipe
 
-WORKFLOWS = ("merge", "adapter", "untie-first", "resize-merge", "merge-resize")
+WORKFLOWS = (
+    "merge", "adapter", "untie-first", "resize-merge", "merge-resize", "switch-merge", "beside-merge",
+)  # fmt: skip
+SECOND = "second"  # the name of a workflow's second adapter (contract.Workflow.second)
 
 
 @dataclass
@@ -92,14 +96,24 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         model.eval()
 
     with run.step("train"):
-        effective.fill_adapter(model, case.seed)
-        run.put(contract.GAP_INIT, effective.tie_gap(model, vocab))
-        effective.train_step(model, ids)
-        run.put(contract.GAP_TRAINED, effective.tie_gap(model, vocab))
-        run.put(contract.UNMERGED_LOGITS, logits(model, ids))
+        _train(run, model, ids, vocab)
+
+    adapter = "default"  # PEFT's name for the first adapter
+    second = contract.WORKFLOWS[case.workflow].second
+    if second:
+        adapter = SECOND
+        with run.step("second-adapter"):
+            recipe = recipe if second == "same" else recipes.load().get(second).resolved(vocab)
+            torch.manual_seed(case.seed + 1)  # its LoRA init draws other values than the first adapter's
+            model.add_adapter(adapter, recipe.peft_config(family.module_names))
+            # set_adapter leaves only the active adapter trainable: the fill and the step reach it alone.
+            model.set_adapter(adapter)
+            model.eval()
+            _train(run, model, ids, vocab)
 
     with run.step("reference"):
-        found = effective.collect(model)
+        # The active adapter's tensors under its recipe: an inactive one must have no effect at all.
+        found = effective.collect(model, adapter)
         weights = effective.effective_weights(found, base_weights, recipe, embed_path, head_path, tied)
         flags = case.flags.built if family.forward_reads_tie_flag else pipeline.untied_flags(family)
         reference_key = (case.family, tuple(config.items()), "reference", flags.id, case.seed, str(dtype))
@@ -112,6 +126,15 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         run.put(contract.REFERENCE_LOGITS, reference_logits)
         pipeline.measure_noise(run, reference, ids, reference_logits)
     return Adapted(model, ids, base_dir, state, autocast)
+
+
+def _train(run: CaseRun, model: torch.nn.Module, ids: torch.Tensor, vocab: int) -> None:
+    """Non-zero weights for the active adapter, one training step, and the unmerged logits."""
+    effective.fill_adapter(model, run.case.seed)
+    run.put(contract.GAP_INIT, effective.tie_gap(model, vocab))
+    effective.train_step(model, ids)
+    run.put(contract.GAP_TRAINED, effective.tie_gap(model, vocab))
+    run.put(contract.UNMERGED_LOGITS, logits(model, ids))
 
 
 def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace, folder: Path) -> None:

@@ -1,11 +1,12 @@
 """The PR gate on real source builds: PEFT and NeMo Automodel trees installed from a path, as a PR is.
 
 Each tree is the released package's files in a git checkout (tools/source_tree.py), unmodified or with
-one real upstream change taken back out by a file edit: PEFT PR #3126 (merge unties the config) and
-NeMo Automodel PR #2601 (Gemma4 MoE re-ties lm_head to its swapped-in embedding). The gate (the same
-tools/gate.py that `tox -e gate` runs) builds the candidate's environment from the path, runs the
-suite there and against the newest release, and must fail exactly on the reverted trees, naming the
-cells. A family or two per package keeps CI short; `tox -e gate` without GATE_FAMILIES runs them all.
+one real upstream change taken back out by a file edit: PEFT PRs #3126 (merge unties the config) and
+#3455 (unloading an adapter beside the active one), and NeMo Automodel PR #2601 (Gemma4 MoE re-ties
+lm_head to its swapped-in embedding). The gate (the same tools/gate.py that `tox -e gate` runs) builds
+the candidate's environment from the path, runs the suite there and against the newest release, and
+must fail exactly on the reverted trees, naming the cells. A family or two per package keeps CI short;
+`tox -e gate` without GATE_FAMILIES runs them all.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def peft_runs(tmp_path_factory):
         "unmodified": source_tree.build("peft", top / "tree-unmodified"),
         # PEFT main said 0.18.2.dev0 while it already had 0.19's ensure_weight_tying.
         "lagging": source_tree.build("peft", top / "tree-lagging", version="0.18.2.dev0"),
+        "reverted-3455": source_tree.build("peft", top / "tree-reverted-3455", reverts=["peft-3455"]),
     }
     runs = {"reverted": gate(top / "reverted", "peft", trees["reverted"], "llama,gemma4")}
     # The gate's default: a 3-wise cover on both sides, and the released baseline's results kept for the
@@ -75,7 +77,7 @@ def peft_runs(tmp_path_factory):
         top / "reverted-cover-again", "peft", trees["reverted"], "llama,gemma4", None, covered
     )
     baseline = top / "reverted" / "baseline" / "results.jsonl"
-    for name in ("unmodified", "lagging"):
+    for name in ("unmodified", "lagging", "reverted-3455"):
         runs[name] = gate(top / name, "peft", trees[name], "llama,gemma4", baseline=baseline)
     return top, runs
 
@@ -143,6 +145,20 @@ def test_a_fix_is_an_improvement_and_its_revert_a_regression(peft_runs):
     assert revert.returncode == EXIT_REGRESSION, revert.stdout[-2000:]
     improved = set(section(fix.stdout, "IMPROVED"))
     assert improved and improved == set(section(revert.stdout)), "the fix and its revert name the same cells"
+
+
+def test_unloading_an_inactive_modules_to_save_adapter_fails_the_gate(peft_runs):
+    """PEFT PR #3455: unload() crashed where the active adapter has no modules_to_save on a module that
+    another adapter wraps. One adapter per model never reaches that state; beside-merge does."""
+    code, output = peft_runs[1]["reverted-3455"]
+    assert code == EXIT_REGRESSION, output[-3000:]
+    cells = section(output)
+    for family, flags in (("llama", "tT"), ("llama", "tF"), ("gemma4", "tT-xT")):
+        for recipe in ("mts_embed", "mts_head", "mts_embed_head"):
+            prefix = f"peft-{family}-{flags}-{recipe}-beside-merge@"
+            assert any(c.startswith(prefix) and c.endswith("merge-fidelity:") for c in cells), (prefix, cells)
+    # Only there: with one adapter, or with the recipe's own adapter active, every wrapper has an active one.
+    assert all("-mts_" in c and "-beside-merge@" in c for c in cells), cells
 
 
 def test_a_tree_whose_version_lags_its_features_runs_every_recipe(peft_runs):
