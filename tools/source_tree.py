@@ -44,9 +44,10 @@ class Revert:
     package: str
     file: str  # inside the import package
     about: str
-    # (start marker, end marker): the text from start up to and including end is cut; end=None cuts
-    # up to the next line at the start marker's indentation that begins a new `def`.
-    cuts: tuple[tuple[str, str | None], ...]
+    # (start marker, end marker[, the parent's text]): the text from start up to and including end is
+    # cut, and the parent's text put in its place; end=None cuts up to the next line at the start
+    # marker's indentation that begins a new `def`.
+    cuts: tuple[tuple[str, str | None] | tuple[str, str | None, str], ...]
     gone: str  # a line that must no longer appear afterwards
 
 
@@ -76,6 +77,25 @@ REVERTS = {
             ),
         ),
         "none of the modules_to_save adapters of this module are active",
+    ),
+    "peft-3514": Revert(
+        "peft",
+        "tuners/trainable_tokens/layer.py",
+        "PEFT PR #3514: merging a trainable-tokens adapter checks its rows against adapters merged before",
+        (
+            (
+                "        adapters_to_check = list(dict.fromkeys(self.merged_adapters + adapter_names))\n",
+                "            return\n",
+                # The parent checked the names of one call only: one merge_adapter call each never met.
+                "        if len(adapter_names) <= 1:\n            return\n",
+            ),
+            (
+                "        for adapter_name in adapters_to_check:\n",
+                "        for adapter_name in adapters_to_check:\n",
+                "        for adapter_name in set(adapter_names + self.merged_adapters):\n",
+            ),
+        ),
+        "self.merged_adapters + adapter_names",
     ),
     "nemo-2601": Revert(
         "nemo",
@@ -119,7 +139,7 @@ def fetch(spec: str, scratch: Path) -> tuple[Path, list[str], str]:
     return infos[0], meta.get_all("Requires-Dist") or [], meta["Version"]
 
 
-def cut(text: str, start: str, end: str | None, where: str) -> str:
+def cut(text: str, start: str, end: str | None, where: str, parent: str = "") -> str:
     begin = text.find(start)
     if begin < 0:
         raise TreeError(f"{where}: cannot find {start.strip()!r}: this release does not hold that change")
@@ -133,15 +153,15 @@ def cut(text: str, start: str, end: str | None, where: str) -> str:
         if stop < 0:
             raise TreeError(f"{where}: cannot find the end of the block {start.strip()!r}")
         stop += len(end)
-    return text[:begin] + text[stop:]
+    return text[:begin] + parent + text[stop:]
 
 
 def apply(revert: Revert, tree: Path) -> None:
     module = PACKAGES[revert.package][1]
     path = tree / module / revert.file
     text = path.read_text()
-    for start, end in revert.cuts:
-        text = cut(text, start, end, str(path))
+    for start, end, *parent in revert.cuts:
+        text = cut(text, start, end, str(path), *parent)
     if revert.gone in text:
         raise TreeError(f"{path}: {revert.gone!r} is still there after the revert")
     path.write_text(text)

@@ -45,6 +45,9 @@ OWN_RELOAD_MATRICES = "own_reload_matrices"  # native: the implementation's own 
 SAVED_LOGITS = "saved_logits"  # native: the model as the implementation saved it (its tie state applied)
 # resize_token_embeddings: the probed matrices of the old rows before and after, and the tie before and after.
 RESIZED = "resized"
+# Stacked adapters (stack-merge-overlap): the trainable-token rows both adapters hold, per layer. PEFT
+# documents two adapters' values on one row as undefined and refuses them (one merge call, both active).
+CONFLICT_ROWS = "conflict_rows"
 # The native workflow: the implementation's own classes next to HF's.
 HF_TIED = "hf_tied"
 HF_LOGITS = "hf_logits"
@@ -89,6 +92,13 @@ class Workflow:
     # A second adapter is added after the recipe's, trained and made the active one before merging: "same"
     # (the case's recipe again, with weights of its own) or a recipe's name. The first must leave no trace.
     second: str = ""
+    # Both adapters merged in turn (merge_adapter, one call each), then unloaded. "overlap": the second's
+    # trainable-token rows are partly the first's (token recipes only), and PEFT must refuse.
+    stack: str = ""
+
+    def runs(self, token_rows: bool, copies: bool) -> bool:
+        """Whether it runs a recipe with (or without) trainable-token rows, modules_to_save copies."""
+        return not self.stack or (token_rows and not copies)
 
 
 def workflow(
@@ -100,8 +110,11 @@ def workflow(
     tie_states: bool = True,
     resizes: str = "",
     second: str = "",
+    stack: str = "",
 ) -> Workflow:
-    return Workflow(name, about, frozenset(produces), standalone, unties_base, tie_states, resizes, second)
+    return Workflow(
+        name, about, frozenset(produces), standalone, unties_base, tie_states, resizes, second, stack
+    )
 
 
 WORKFLOWS: dict[str, Workflow] = {
@@ -177,6 +190,22 @@ WORKFLOWS: dict[str, Workflow] = {
                 ("beside-merge", "the recipe's adapter, then LoRA on attention (lora_attn)", "lora_attn"),
             )
         ),
+        # Two adapters merged into one model in turn: a row both hold has no defined value, and PEFT
+        # refuses it when one call names both, or both are active. One call each must be refused too.
+        workflow(
+            "stack-merge-overlap",
+            "the recipe's adapter, then a second of the same recipe on token rows the first holds too; "
+            "merge_adapter each in turn -> unload -> save_pretrained -> from_pretrained (token recipes)",
+            *ADAPTER,
+            CONFLICT_ROWS,
+            MERGED_LOGITS,
+            GAP_MERGED,
+            SAVED_MATRICES,
+            *RELOAD,
+            standalone=False,
+            second="same",
+            stack="overlap",
+        ),
         workflow(
             "adapter",
             "adapter -> save the adapter -> PeftModel.from_pretrained on a fresh base",
@@ -251,6 +280,7 @@ CHECK_NEEDS: dict[str, frozenset[str]] = {
         "hf-checkpoint-load": (HF_CHECKPOINT_TIED, HF_CHECKPOINT_LOGITS, HF_LOGITS, HF_TIED),
         "weights-kept": (SAVED_MATRICES, RELOADED_MATRICES),
         "resize-keeps-weights": (RESIZED,),
+        "conflict-refused": (CONFLICT_ROWS, MERGED_LOGITS),
     }.items()
 }
 

@@ -191,8 +191,10 @@ def _recipe_workflows(impl: Any, family: Any, book: Any, selection: Selection) -
             selection.recipes and recipe.name not in selection.recipes
         ):
             continue
+        rows, copies = bool(recipe.token_indices()), bool(recipe.lora.get("modules_to_save"))
         for workflow in recipe.workflows or impl.workflows:
-            if workflow in impl.workflows and (not selection.workflows or workflow in selection.workflows):
+            chosen = not selection.workflows or workflow in selection.workflows
+            if workflow in impl.workflows and chosen and contract.WORKFLOWS[workflow].runs(rows, copies):
                 pairs.append((recipe.name, workflow))
     return pairs
 

@@ -1,5 +1,6 @@
 """PEFT on HF models: adapter, training step, reference, then merge/save/reload, adapter I/O, untie-first,
-and a second adapter made active beside the first (switch-merge, beside-merge)."""
+a second adapter made active beside the first (switch-merge, beside-merge), and both merged in turn
+(stack-merge-overlap)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,20 @@ from conformance.model.recipes import Recipe
 
 WORKFLOWS = (
     "merge", "adapter", "untie-first", "resize-merge", "merge-resize", "switch-merge", "beside-merge",
+    "stack-merge-overlap",
 )  # fmt: skip
-SECOND = "second"  # the name of a workflow's second adapter (contract.Workflow.second)
+FIRST, SECOND = "default", "second"  # PEFT's name for the first adapter; a workflow's second adapter's
+_OVERLAP = 2  # stack-merge-overlap: the second adapter's rows start 2 further on, sharing all but the first
+
+
+def _shared_rows(first: Recipe, second: Recipe) -> dict[str, list[int]]:
+    """The token rows each layer holds in both adapters."""
+    mine = first.token_indices()
+    return {
+        layer: sorted(set(rows) & set(mine.get(layer, [])))
+        for layer, rows in second.token_indices().items()
+        if set(rows) & set(mine.get(layer, []))
+    }
 
 
 @dataclass
@@ -98,12 +111,13 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     with run.step("train"):
         _train(run, model, ids, vocab)
 
-    adapter = "default"  # PEFT's name for the first adapter
-    second = contract.WORKFLOWS[case.workflow].second
-    if second:
+    adapter, first = FIRST, recipe
+    flow = contract.WORKFLOWS[case.workflow]
+    if flow.second:
         adapter = SECOND
         with run.step("second-adapter"):
-            recipe = recipe if second == "same" else recipes.load().get(second).resolved(vocab)
+            recipe = recipe if flow.second == "same" else recipes.load().get(flow.second).resolved(vocab)
+            recipe = recipe.rows_moved(_OVERLAP if flow.stack else 0)
             torch.manual_seed(case.seed + 1)  # its LoRA init draws other values than the first adapter's
             model.add_adapter(adapter, recipe.peft_config(family.module_names))
             # set_adapter leaves only the active adapter trainable: the fill and the step reach it alone.
@@ -111,10 +125,27 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
             model.eval()
             _train(run, model, ids, vocab)
 
+    below: dict[str, torch.Tensor] = {}
+    if flow.stack:
+        run.put(contract.CONFLICT_ROWS, _shared_rows(first, recipe))
+        # PEFT keeps one token adapter active at a time: merged in place is its only live form of two.
+        with run.step("merge-each"):
+            for name in (FIRST, SECOND):
+                model.merge_adapter(adapter_names=[name])  # one call each: a single call sees both
+            run.put(contract.UNMERGED_LOGITS, logits(model, ids))
+        # The second adapter applies over the first's effective weights: LoRA deltas add, token rows
+        # are written over (only where they overlap, which must be refused).
+        below = effective.effective_weights(
+            effective.collect(model, FIRST), base_weights, first, embed_path, head_path, tied
+        )
+
     with run.step("reference"):
         # The active adapter's tensors under its recipe: an inactive one must have no effect at all.
         found = effective.collect(model, adapter)
-        weights = effective.effective_weights(found, base_weights, recipe, embed_path, head_path, tied)
+        weights = effective.effective_weights(
+            found, {**base_weights, **below}, recipe, embed_path, head_path, tied
+        )
+        weights = {**below, **weights}
         flags = case.flags.built if family.forward_reads_tie_flag else pipeline.untied_flags(family)
         reference_key = (case.family, tuple(config.items()), "reference", flags.id, case.seed, str(dtype))
         reference = workspace.shared(
@@ -126,6 +157,11 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         run.put(contract.REFERENCE_LOGITS, reference_logits)
         pipeline.measure_noise(run, reference, ids, reference_logits)
     return Adapted(model, ids, base_dir, state, autocast)
+
+
+def _unload(model: torch.nn.Module) -> torch.nn.Module:
+    """A stack workflow's merge step: the adapters are merged in place already."""
+    return model.unload()
 
 
 def _train(run: CaseRun, model: torch.nn.Module, ids: torch.Tensor, vocab: int) -> None:
@@ -158,7 +194,8 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
     if run.case.workflow == "merge-resize":
         _merge_then_resize(run, model, family, folder, ids, dtype)
         return
-    pipeline.merge_save_reload(run, model, family, folder, ids, dtype)
+    merge = _unload if contract.WORKFLOWS[run.case.workflow].stack else None  # else merge_and_unload
+    pipeline.merge_save_reload(run, model, family, folder, ids, dtype, merge)
 
 
 def _merge_then_resize(

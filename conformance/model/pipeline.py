@@ -272,12 +272,19 @@ def resize(run: CaseRun, model: torch.nn.Module, init: str) -> int:
 
 
 def merge_save_reload(
-    run: CaseRun, model: torch.nn.Module, family: Family, folder: Path, ids: torch.Tensor, dtype: torch.dtype
+    run: CaseRun,
+    model: torch.nn.Module,
+    family: Family,
+    folder: Path,
+    ids: torch.Tensor,
+    dtype: torch.dtype,
+    merge: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
 ) -> None:
-    """merge_and_unload -> save_pretrained -> from_pretrained, with every artifact the checks compare."""
+    """merge_and_unload (or `merge`) -> save_pretrained -> from_pretrained, with every artifact the checks
+    compare."""
     vocab = model.config.get_text_config().vocab_size
     with run.step("merge"):
-        merged = model.merge_and_unload()
+        merged = merge(model) if merge else model.merge_and_unload()
         run.put(contract.MERGED_LOGITS, logits(merged, ids))
         matrices = effective.probe(merged, vocab)
         run.put(contract.GAP_MERGED, effective.gap(matrices))

@@ -71,6 +71,17 @@ class Recipe:
             tokens = {name: absolute(rows) for name, rows in tokens.items()}
         return dataclasses.replace(self, adapter={**self.adapter, "trainable_token_indices": tokens})
 
+    def rows_moved(self, offset: int) -> Recipe:
+        """This recipe with every trainable-token row `offset` further on (a second adapter's own rows)."""
+        tokens = self.adapter.get("trainable_token_indices")
+        if not tokens or not offset:
+            return self
+        if isinstance(tokens, list):
+            tokens = [r + offset for r in tokens]
+        else:
+            tokens = {name: [r + offset for r in rows] for name, rows in tokens.items()}
+        return dataclasses.replace(self, adapter={**self.adapter, "trainable_token_indices": tokens})
+
     def token_indices(self) -> dict[str, list[int]]:
         """Trainable token rows per layer, as the recipe states them (list form means the embedding)."""
         tokens = self.lora.get("trainable_token_indices")

@@ -2,7 +2,8 @@
 
 Each tree is the released package's files in a git checkout (tools/source_tree.py), unmodified or with
 one real upstream change taken back out by a file edit: PEFT PRs #3126 (merge unties the config) and
-#3455 (unloading an adapter beside the active one), and NeMo Automodel PR #2601 (Gemma4 MoE re-ties
+#3455 (unloading an adapter beside the active one), PEFT PR #3514 (merging overlapping trainable-token
+rows one call at a time), and NeMo Automodel PR #2601 (Gemma4 MoE re-ties
 lm_head to its swapped-in embedding). The gate (the same tools/gate.py that `tox -e gate` runs) builds
 the candidate's environment from the path, runs the suite there and against the newest release, and
 must fail exactly on the reverted trees, naming the cells. A family or two per package keeps CI short;
@@ -66,6 +67,7 @@ def peft_runs(tmp_path_factory):
         # PEFT main said 0.18.2.dev0 while it already had 0.19's ensure_weight_tying.
         "lagging": source_tree.build("peft", top / "tree-lagging", version="0.18.2.dev0"),
         "reverted-3455": source_tree.build("peft", top / "tree-reverted-3455", reverts=["peft-3455"]),
+        "reverted-3514": source_tree.build("peft", top / "tree-reverted-3514", reverts=["peft-3514"]),
     }
     runs = {"reverted": gate(top / "reverted", "peft", trees["reverted"], "llama,gemma4")}
     # The gate's default: a 3-wise cover on both sides, and the released baseline's results kept for the
@@ -78,7 +80,7 @@ def peft_runs(tmp_path_factory):
         top / "reverted-cover-again", "peft", trees["reverted"], "llama,gemma4", None, covered
     )
     baseline = top / "reverted" / "baseline" / "results.jsonl"
-    for name in ("unmodified", "lagging", "reverted-3455"):
+    for name in ("unmodified", "lagging", "reverted-3455", "reverted-3514"):
         runs[name] = gate(top / name, "peft", trees[name], "llama,gemma4", baseline=baseline)
     return top, runs
 
@@ -162,6 +164,21 @@ def test_unloading_an_inactive_modules_to_save_adapter_fails_the_gate(peft_runs)
     # add_adapter leaves the tied twin's wrapper to the first adapter alone (add-adapter-ignores-ewt).
     assert all(re.search(r"-mts_\w+-beside-merge@|-mts_\w+_ewt-switch-merge@", c) for c in cells), cells
     assert any("-switch-merge@" in c for c in cells), cells
+
+
+def test_merging_overlapping_token_rows_in_turn_fails_the_gate(peft_runs):
+    """PEFT PR #3514: merge_adapter checked one call's names only, so two trainable-token adapters merged
+    one call each wrote the second's values over the first's rows. stack-merge-overlap merges so."""
+    code, output = peft_runs[1]["reverted-3514"]
+    assert code == EXIT_REGRESSION, output[-3000:]
+    cells = section(output)
+    for family, flags in (("llama", "tT"), ("llama", "tF"), ("gemma4", "tT-xT")):
+        for recipe in ("tokens_embed", "tokens_embed_head_same"):
+            cell = f"peft-{family}-{flags}-{recipe}-stack-merge-overlap@"
+            assert any(c.startswith(cell) and c.endswith("conflict-refused:") for c in cells), (cell, cells)
+    # The refusal is the one check a silent merge fails: the others improve (refused -> the rows merged last).
+    assert all(c.endswith("conflict-refused:") and "-stack-merge-overlap@" in c for c in cells), cells
+    assert any("-stack-merge-overlap@" in c for c in section(output, "IMPROVED")), output[-3000:]
 
 
 def test_a_tree_whose_version_lags_its_features_runs_every_recipe(peft_runs):

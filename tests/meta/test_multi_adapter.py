@@ -1,5 +1,7 @@
 """Several adapters on one model (workflows switch-merge and beside-merge): the oracles see the active
-adapter alone, and an inactive one that leaks into the merged model or the reference is caught.
+adapter alone, and an inactive one that leaks into the merged model or the reference is caught. Two merged
+in turn (stack-merge-overlap): rows both adapters hold must be refused, and a merge that writes one over
+the other is caught.
 
 The leaks are made with PEFT itself (merging every adapter instead of the active one; the reference read
 from the inactive adapter's tensors), never by a stand-in for it.
@@ -12,9 +14,10 @@ from peft.tuners.tuners_utils import BaseTuner
 
 from conformance.base import contract
 from conformance.base.flags import TieFlags
-from conformance.base.outcomes import PASS
+from conformance.base.outcomes import PASS, REFUSED, SILENT
 from conformance.engine.testing import fresh_records
-from conformance.model import effective
+from conformance.implementations import peft as peft_impl
+from conformance.model import effective, recipes
 
 UNTIED = TieFlags(False)
 
@@ -57,3 +60,47 @@ def test_a_reference_read_from_the_inactive_adapter_is_caught(monkeypatch):
     got = fresh_records("peft", "llama", UNTIED, "lora_embed", "switch-merge")
     assert got["reference"].outcome != PASS, got["reference"].detail
     assert got["merge-fidelity"].outcome == PASS, got["merge-fidelity"].detail
+
+
+def test_overlapping_token_rows_merged_in_turn_are_refused():
+    got = fresh_records("peft", "llama", UNTIED, "tokens_embed", "stack-merge-overlap")
+    assert set(got) == set(contract.checks_of("stack-merge-overlap")) - {"tie-preserved"}, sorted(got)
+    assert {r.outcome for r in got.values()} == {REFUSED}, {c: r.outcome for c, r in got.items()}
+    assert {r.step for r in got.values()} == {"merge-each"}
+    assert "already defined" in got["conflict-refused"].detail
+
+
+def test_a_merge_that_writes_over_another_adapters_rows_is_caught(monkeypatch):
+    # PEFT before #3514: the check saw the names of one merge call only, never the adapters merged before.
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    check = TrainableTokensLayer._check_overlapping_tokens
+
+    def one_call_only(self, adapter_names):
+        if len(adapter_names) > 1:
+            check(self, adapter_names)
+
+    monkeypatch.setattr(TrainableTokensLayer, "_check_overlapping_tokens", one_call_only)
+    got = fresh_records("peft", "llama", UNTIED, "tokens_embed", "stack-merge-overlap")
+    conflict = got["conflict-refused"]
+    assert conflict.outcome == SILENT, (conflict.outcome, conflict.detail)
+    assert "embed_tokens rows 5, 7" in conflict.detail, conflict.detail
+    # The rows merged last win, as PEFT's merge writes them: the logit checks agree, the conflict alone fails.
+    for name in ("reference", "merge-fidelity", "roundtrip-fidelity", "weights-kept"):
+        assert got[name].outcome == PASS, (name, got[name].detail)
+
+
+def test_the_second_adapter_holds_all_but_the_first_of_the_first_adapters_rows():
+    recipe = recipes.load().get("tokens_embed_head_diff")
+    moved = recipe.rows_moved(peft_impl._OVERLAP)
+    assert moved.token_indices() == {"embed_tokens": [5, 7, 9], "lm_head": [11, 13]}
+    assert peft_impl._shared_rows(recipe, moved) == {"embed_tokens": [5, 7], "lm_head": [11]}
+    assert recipes.load().get("lora_embed").rows_moved(2) == recipes.load().get("lora_embed")
+
+
+@pytest.mark.parametrize(
+    ("rows", "copies", "runs"), [(True, False, True), (False, False, False), (True, True, False)]
+)
+def test_stacked_merges_run_token_recipes_without_copies(rows, copies, runs):
+    assert contract.WORKFLOWS["stack-merge-overlap"].runs(rows, copies) is runs
+    assert contract.WORKFLOWS["merge"].runs(rows, copies)

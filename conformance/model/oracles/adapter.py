@@ -107,6 +107,19 @@ def _resize_keeps_weights(art: dict[str, Any], tol: float | None, ctx: CheckCont
     return Measurement(not problems, worst, detail + (f" (tolerance {tol:g})" if problems else ""))
 
 
+def _conflict_refused(art: dict[str, Any], tol: float | None, ctx: CheckContext) -> Measurement:
+    # Reached only where the merges went through: a refusal stops the case before the merged model exists.
+    shared = art[contract.CONFLICT_ROWS]
+    rows = "; ".join(f"{layer} rows {', '.join(map(str, held))}" for layer, held in shared.items())
+    detail = (
+        f"merged two adapters that both hold trainable-token values for {rows} without refusing: the "
+        "later merge wrote over the earlier one's rows, a result PEFT documents as undefined"
+        if shared
+        else "the adapters hold no token row in common"
+    )
+    return Measurement(not shared, None, detail)
+
+
 def _only_ewt_on_tied(ctx: CheckContext) -> str | None:
     if not ctx.ensure_weight_tying:
         return "applies only where ensure_weight_tying was asked for"
@@ -162,6 +175,12 @@ CHECKS: tuple[Check, ...] = (
         "resize_token_embeddings keeps every old row of embedding and head, and their tie as it was",
         _resize_keeps_weights,
         floor=contract.PROBE_NOISE,
+    ),
+    Check(
+        "conflict-refused",
+        "merging a second adapter whose trainable-token rows another merged adapter holds is refused",
+        _conflict_refused,
+        numeric=False,
     ),
     Check(
         "weights-kept",
