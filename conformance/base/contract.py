@@ -92,13 +92,15 @@ class Workflow:
     # A second adapter is added after the recipe's, trained and made the active one before merging: "same"
     # (the case's recipe again, with weights of its own) or a recipe's name. The first must leave no trace.
     second: str = ""
-    # Both adapters merged in turn (merge_adapter, one call each), then unloaded. "overlap": the second's
-    # trainable-token rows are partly the first's (token recipes only), and PEFT must refuse.
+    # Both adapters merged in turn (merge_adapter, one call each), then unloaded: "apart" (the second's
+    # trainable-token rows moved past the first's, so both compose) or "overlap" (partly the first's: token
+    # recipes only, and PEFT must refuse). Never with modules_to_save: PEFT keeps one copy active at a time,
+    # so copies do not compose (switch-merge checks that the active one wins).
     stack: str = ""
 
     def runs(self, token_rows: bool, copies: bool) -> bool:
         """Whether it runs a recipe with (or without) trainable-token rows, modules_to_save copies."""
-        return not self.stack or (token_rows and not copies)
+        return not self.stack or (not copies and (token_rows or self.stack != "overlap"))
 
 
 def workflow(
@@ -190,21 +192,28 @@ WORKFLOWS: dict[str, Workflow] = {
                 ("beside-merge", "the recipe's adapter, then LoRA on attention (lora_attn)", "lora_attn"),
             )
         ),
-        # Two adapters merged into one model in turn: a row both hold has no defined value, and PEFT
-        # refuses it when one call names both, or both are active. One call each must be refused too.
-        workflow(
-            "stack-merge-overlap",
-            "the recipe's adapter, then a second of the same recipe on token rows the first holds too; "
-            "merge_adapter each in turn -> unload -> save_pretrained -> from_pretrained (token recipes)",
-            *ADAPTER,
-            CONFLICT_ROWS,
-            MERGED_LOGITS,
-            GAP_MERGED,
-            SAVED_MATRICES,
-            *RELOAD,
-            standalone=False,
-            second="same",
-            stack="overlap",
+        # Two adapters merged into one model in turn: LoRA deltas add up, the token rows of both are kept. A
+        # row both hold has no defined value: PEFT refuses it when one call names both or both are active,
+        # and one call each must be refused too.
+        *(
+            workflow(
+                name,
+                f"the recipe's adapter, then a second of the same recipe {about}; merge_adapter each in "
+                "turn -> unload -> save_pretrained -> from_pretrained (no modules_to_save recipe)",
+                *ADAPTER,
+                *extra,
+                MERGED_LOGITS,
+                GAP_MERGED,
+                SAVED_MATRICES,
+                *RELOAD,
+                standalone=False,
+                second="same",
+                stack=stack,
+            )
+            for name, about, stack, extra in (
+                ("stack-merge", "on token rows of its own", "apart", ()),
+                ("stack-merge-overlap", "on token rows the first holds too", "overlap", (CONFLICT_ROWS,)),
+            )
         ),
         workflow(
             "adapter",

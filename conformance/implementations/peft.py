@@ -1,6 +1,6 @@
 """PEFT on HF models: adapter, training step, reference, then merge/save/reload, adapter I/O, untie-first,
 a second adapter made active beside the first (switch-merge, beside-merge), and both merged in turn
-(stack-merge-overlap)."""
+(stack-merge, stack-merge-overlap)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,24 @@ from conformance.model.recipes import Recipe
 
 WORKFLOWS = (
     "merge", "adapter", "untie-first", "resize-merge", "merge-resize", "switch-merge", "beside-merge",
-    "stack-merge-overlap",
+    "stack-merge", "stack-merge-overlap",
 )  # fmt: skip
 FIRST, SECOND = "default", "second"  # PEFT's name for the first adapter; a workflow's second adapter's
 _OVERLAP = 2  # stack-merge-overlap: the second adapter's rows start 2 further on, sharing all but the first
+
+
+def _row_offset(recipe: Recipe, stack: str) -> int:
+    """How far the second adapter's token rows are moved: past every row of the first, or into them."""
+    rows = [r for layer in recipe.token_indices().values() for r in layer]
+    if not rows or not stack:
+        return 0
+    return _OVERLAP if stack == "overlap" else max(rows) - min(rows) + 1
+
+
+def _in_place(recipe: Recipe) -> bool:
+    """Whether a stack workflow merges before its reference: PEFT keeps one token adapter active at a
+    time, so merged in place is its only live form of two (LoRA alone: both active, unmerged)."""
+    return bool(recipe.token_indices())
 
 
 def _shared_rows(first: Recipe, second: Recipe) -> dict[str, list[int]]:
@@ -117,7 +131,7 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
         adapter = SECOND
         with run.step("second-adapter"):
             recipe = recipe if flow.second == "same" else recipes.load().get(flow.second).resolved(vocab)
-            recipe = recipe.rows_moved(_OVERLAP if flow.stack else 0)
+            recipe = recipe.rows_moved(_row_offset(recipe, flow.stack))
             torch.manual_seed(case.seed + 1)  # its LoRA init draws other values than the first adapter's
             model.add_adapter(adapter, recipe.peft_config(family.module_names))
             # set_adapter leaves only the active adapter trainable: the fill and the step reach it alone.
@@ -128,11 +142,15 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     below: dict[str, torch.Tensor] = {}
     if flow.stack:
         run.put(contract.CONFLICT_ROWS, _shared_rows(first, recipe))
-        # PEFT keeps one token adapter active at a time: merged in place is its only live form of two.
-        with run.step("merge-each"):
-            for name in (FIRST, SECOND):
-                model.merge_adapter(adapter_names=[name])  # one call each: a single call sees both
-            run.put(contract.UNMERGED_LOGITS, logits(model, ids))
+        if _in_place(recipe):
+            with run.step("merge-each"):
+                _merge_each(model)
+                run.put(contract.UNMERGED_LOGITS, logits(model, ids))
+        else:
+            with run.step("both-active"):
+                model.base_model.set_adapter([FIRST, SECOND])
+                model.eval()
+                run.put(contract.UNMERGED_LOGITS, logits(model, ids))
         # The second adapter applies over the first's effective weights: LoRA deltas add, token rows
         # are written over (only where they overlap, which must be refused).
         below = effective.effective_weights(
@@ -159,9 +177,20 @@ def adapt(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspace
     return Adapted(model, ids, base_dir, state, autocast)
 
 
+def _merge_each(model: torch.nn.Module) -> torch.nn.Module:
+    for name in (FIRST, SECOND):
+        model.merge_adapter(adapter_names=[name])  # one call each: a single call naming both sees both
+    return model
+
+
 def _unload(model: torch.nn.Module) -> torch.nn.Module:
-    """A stack workflow's merge step: the adapters are merged in place already."""
+    """A stack workflow's merge step where the adapters are merged in place already."""
     return model.unload()
+
+
+def _merge_unload(model: torch.nn.Module) -> torch.nn.Module:
+    """A stack workflow's merge step from both adapters active: merged in turn, then unloaded."""
+    return _merge_each(model).unload()
 
 
 def _train(run: CaseRun, model: torch.nn.Module, ids: torch.Tensor, vocab: int) -> None:
@@ -194,7 +223,9 @@ def _steps(run: CaseRun, recipe: Recipe, dtype: torch.dtype, workspace: Workspac
     if run.case.workflow == "merge-resize":
         _merge_then_resize(run, model, family, folder, ids, dtype)
         return
-    merge = _unload if contract.WORKFLOWS[run.case.workflow].stack else None  # else merge_and_unload
+    merge = None  # merge_and_unload
+    if contract.WORKFLOWS[run.case.workflow].stack:
+        merge = _unload if _in_place(recipe) else _merge_unload
     pipeline.merge_save_reload(run, model, family, folder, ids, dtype, merge)
 
 

@@ -1,7 +1,7 @@
 """Several adapters on one model (workflows switch-merge and beside-merge): the oracles see the active
 adapter alone, and an inactive one that leaks into the merged model or the reference is caught. Two merged
 in turn (stack-merge-overlap): rows both adapters hold must be refused, and a merge that writes one over
-the other is caught.
+the other is caught; rows apart (stack-merge) must compose, LoRA deltas added up.
 
 The leaks are made with PEFT itself (merging every adapter instead of the active one; the reference read
 from the inactive adapter's tensors), never by a stand-in for it.
@@ -10,6 +10,7 @@ from the inactive adapter's tensors), never by a stand-in for it.
 from __future__ import annotations
 
 import pytest
+import torch
 from peft.tuners.tuners_utils import BaseTuner
 
 from conformance.base import contract
@@ -99,8 +100,59 @@ def test_the_second_adapter_holds_all_but_the_first_of_the_first_adapters_rows()
 
 
 @pytest.mark.parametrize(
-    ("rows", "copies", "runs"), [(True, False, True), (False, False, False), (True, True, False)]
+    ("rows", "copies", "overlap", "apart"),
+    [
+        (True, False, True, True),
+        (False, False, False, True),
+        (True, True, False, False),
+        (False, True, False, False),
+    ],
 )
-def test_stacked_merges_run_token_recipes_without_copies(rows, copies, runs):
-    assert contract.WORKFLOWS["stack-merge-overlap"].runs(rows, copies) is runs
+def test_stacked_merges_run_no_copies_and_overlap_only_token_rows(rows, copies, overlap, apart):
+    assert contract.WORKFLOWS["stack-merge-overlap"].runs(rows, copies) is overlap
+    assert contract.WORKFLOWS["stack-merge"].runs(rows, copies) is apart
     assert contract.WORKFLOWS["merge"].runs(rows, copies)
+
+
+@pytest.mark.parametrize("recipe", ["lora_embed_head", "tokens_embed_head_diff"])
+def test_two_adapters_merged_in_turn_compose(recipe):
+    got = fresh_records("peft", "llama", UNTIED, recipe, "stack-merge")
+    assert set(got) == set(contract.checks_of("stack-merge")) - {"tie-preserved"}, sorted(got)
+    assert not _failed(got), _failed(got)
+
+
+def test_the_second_adapters_rows_lie_past_the_first_adapters():
+    recipe = recipes.load().get("tokens_embed_head_diff")  # embed_tokens 3, 5, 7; lm_head 9, 11
+    moved = recipe.rows_moved(peft_impl._row_offset(recipe, "apart"))
+    assert moved.token_indices() == {"embed_tokens": [12, 14, 16], "lm_head": [18, 20]}
+    assert not peft_impl._shared_rows(recipe, moved)
+
+
+def test_a_second_merge_that_restores_the_first_adapters_rows_is_caught(monkeypatch):
+    # A merge that starts from the layer's original rows again (a stale base) loses the adapter merged before.
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    merge = TrainableTokensLayer.merge
+
+    def from_the_original(self, *args, **kwargs):
+        for name in self.merged_adapters:
+            rows = torch.tensor(self.token_indices[name])
+            self.base_layer.weight.data.index_copy_(0, rows, self.trainable_tokens_original[name])
+        return merge(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainableTokensLayer, "merge", from_the_original)
+    got = fresh_records("peft", "llama", UNTIED, "tokens_embed_head_diff", "stack-merge")
+    assert got["reference"].outcome != PASS, got["reference"].detail
+
+
+def test_two_lora_adapters_active_as_one_are_caught(monkeypatch):
+    # set_adapter([a, b]) that keeps only the last one active: the unmerged model lacks the first's delta.
+    from peft.tuners.lora import LoraModel
+
+    set_adapter = LoraModel.set_adapter
+    monkeypatch.setattr(
+        LoraModel, "set_adapter", lambda self, names, **kw: set_adapter(self, names[-1:], **kw)
+    )
+    got = fresh_records("peft", "llama", UNTIED, "lora_embed_head", "stack-merge")
+    for name in ("reference", "merge-fidelity"):
+        assert got[name].outcome != PASS, (name, got[name].detail)
