@@ -23,7 +23,7 @@ WORKFLOWS = (
     "merge", "adapter", "untie-first", "resize-merge", "merge-resize", "switch-merge", "beside-merge",
     "stack-merge", "stack-merge-overlap",
 )  # fmt: skip
-FIRST, SECOND = "default", "second"  # PEFT's name for the first adapter; a workflow's second adapter's
+FIRST, SECOND = "default", "second"  # the adapters' names: PEFT's default, and a workflow's second one
 _OVERLAP = 2  # stack-merge-overlap: the second adapter's rows start 2 further on, sharing all but the first
 
 
