@@ -140,6 +140,7 @@ STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Knobs]]] = {
     "qwen2-audio": multimodal,
     "qwen3-vl": lambda: multimodal(own_head_dim=True),
     "mistral3": lambda: multimodal(own_head_dim=True),
+    "ministral3": lambda: multimodal(own_head_dim=True),
     "qwen3.5-vl": lambda: multimodal(own_head_dim=True, full_every=True),
     "gemma3": gemma3,
     "t5": seq2seq,

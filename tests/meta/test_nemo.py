@@ -41,6 +41,33 @@ def test_an_lm_head_left_on_the_orphaned_embedding_fails_tie_status(monkeypatch)
     assert broken["retie"].outcome != PASS, "tie_weights() no longer re-ties: retie must fail too"
 
 
+def test_the_auto_class_builds_nemos_mistral3_class_for_ministral3_decoders_only():
+    from conformance.implementations.nemo import auto
+
+    for name, expected in (("ministral3", "Mistral3FP8VLMForConditionalGeneration"), ("mistral3", None)):
+        family = families.get(name)
+        built = auto._nemo_class(auto._configured(family, family.canonical, TieFlags(True, True)))
+        assert (built and built.__name__) == expected, (name, built)
+
+
+def test_a_wrapper_tied_by_the_wrong_flag_fails_tie_status(monkeypatch):
+    # The class of transformers #45857 in NeMo's Mistral3 VLM class: 5.x ties Mistral3 by the top-level
+    # flag; a tie_weights that read text_config's would tie a model whose top-level flag says untied.
+    flags = TieFlags(False, True)
+    control = _run("ministral3", flags)
+    assert control["tie-status"].outcome == PASS, control["tie-status"].detail
+    cls = nemo.model_class("ministral3")
+
+    def tie_by_text_flag(self, *args, **kwargs):
+        if self.config.get_text_config().tie_word_embeddings:
+            self.lm_head.weight = self.model.language_model.embed_tokens.weight
+
+    monkeypatch.setattr(cls, "tie_weights", tie_by_text_flag)
+    broken = _run("ministral3", flags)
+    assert broken["tie-status"].verdict == UNEXPECTED, broken["tie-status"].detail
+    assert "HF's is untied" in broken["tie-status"].detail
+
+
 def test_declared_support_decides_refusals():
     declared = getattr(nemo.model_class("gemma4-moe"), "tie_word_embeddings_support", None)
     untied = nemo.support(MOE, TieFlags(False, True))

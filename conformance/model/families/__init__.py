@@ -116,6 +116,8 @@ class Family:
     # The forward itself depends on the tie flag (T5 scales the decoder output only when tied), so the
     # reference keeps the case's config and unties the storage instead of building an untied config.
     forward_reads_tie_flag: bool = False
+    # The text decoder's model_type where one wrapper runs over several (Mistral3: mistral, ministral3).
+    decoder: str = ""
 
     @property
     def knob_codes(self) -> dict[str, str]:
@@ -163,7 +165,8 @@ class Family:
             "never": "no flag ties it",
             "always": "it is tied whatever its flags say",
         }
-        return f"{self.model_class}: top-level and text_config flags; {words[rule]} here"
+        on = f" on a {self.decoder} decoder" if self.decoder else ""
+        return f"{self.model_class}{on}: top-level and text_config flags; {words[rule]} here"
 
     def knobs_for(self, knobs: Knobs, half: bool) -> Knobs:
         """The knobs a case of this precision builds with (see `half_precision`)."""

@@ -1,8 +1,8 @@
 """Multimodal wrappers around a text decoder: vision-language (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5,
-LLaVA, Mistral3, Gemma3) and audio (Qwen2-Audio), built from configs with tiny vision or audio towers and
-run on text alone. Each config nests a `text_config` with a tie flag of its own, so every family has the
-four flag combinations, and which flag rules changed between transformers 4.x and 5.x, family by family
-(measured on 4.57.6, 5.15.1, 5.16.0 and 5.24.0):
+LLaVA, Mistral3 on a Mistral or a Ministral 3 decoder, Gemma3) and audio (Qwen2-Audio), built from configs
+with tiny vision or audio towers and run on text alone. Each config nests a `text_config` with a tie flag
+of its own, so every family has the four flag combinations, and which flag rules changed between
+transformers 4.x and 5.x, family by family (measured on 4.57.6, 5.15.1, 5.16.0 and 5.24.0):
 
 - 4.x ties every one of them by the text flag (`get_text_config(decoder=True)`).
 - 5.x ties by the top-level flag of the class that declares `_tied_weights_keys`; LLaVA, and Qwen2-VL and
@@ -97,6 +97,24 @@ def _llava(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
 def _mistral3(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
     tower = {"model_type": "pixtral", **_TOWER, "image_size": 8, "patch_size": 4, "head_dim": 16}
     text = _text(knobs, flags, model_type="mistral")
+    return _wrapper(
+        "Mistral3Config",
+        text,
+        flags,
+        vision_config=tower,
+        image_token_index=127,
+        vision_feature_layer=-1,
+        spatial_merge_size=1,
+    )
+
+
+def _ministral3(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
+    """Mistral3's wrapper around a Ministral 3 decoder (Ministral-3 checkpoints, 5.0 on): YaRN rotary with
+    Llama 4's attention scaling, the backbone NeMo's own Mistral3 VLM class claims."""
+    tower = {"model_type": "pixtral", **_TOWER, "image_size": 8, "patch_size": 4, "head_dim": 16}
+    rope = {"rope_type": "yarn", "rope_theta": 1.0e6, "factor": 4.0, "original_max_position_embeddings": 16}
+    rope.update(llama_4_scaling_beta=0.1, beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0)
+    text = _text(knobs, flags, model_type="ministral3", rope_parameters=rope)
     return _wrapper(
         "Mistral3Config",
         text,
@@ -206,6 +224,16 @@ FAMILIES = [
         {**_TEXT, "head_dim": 16},
         (_BY_TEXT_FLAG, (">=5.0", "top")),
         legacy_prefixes=_LLAVA_KEYS,
+        decoder="mistral",
+    ),
+    _family(
+        "ministral3",
+        "Mistral3ForConditionalGeneration",
+        _ministral3,
+        {**_TEXT, "head_dim": 16},
+        ((">=5.0", "top"),),
+        requires=">=5.0",
+        decoder="ministral3",
     ),
     _family(
         "gemma3",
