@@ -395,5 +395,5 @@ def expect(records: list[Record], expectation_set: expectations.ExpectationSet) 
                 device=(record.device or "cpu").split(" ", 1)[0],
             )
             entry = expectation_set.decide(subject, record.outcome)
-        attach(record, entry, expectations.verdict(record.outcome, entry))
+        attach(record, entry, expectations.verdict(record.outcome, entry, record.max_abs_diff))
     return records

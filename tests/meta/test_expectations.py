@@ -26,6 +26,7 @@ expectations:
     link: https://github.com/huggingface/peft/issues/2864
     reason: one line
 """
+CHECK = "      check: merge-fidelity"
 
 
 def _load(tmp_path, text, name="peft.yaml"):
@@ -90,6 +91,24 @@ def test_verdicts(tmp_path, outcome, has_entry, entry_outcome, verdict):
 
 
 @pytest.mark.parametrize(
+    ("delta", "verdict"),
+    [
+        (0.5, expectations.EXPECTED),  # the defect is there, under a tolerance noise set: no fix shown
+        (0.3, expectations.EXPECTED),  # half the stated defect still shows it
+        (0.01, expectations.UNEXPECTED_PASS),  # down to the noise: a fix
+        (None, expectations.UNEXPECTED_PASS),  # a check without a |Δ| shows nothing either way
+    ],
+)
+def test_a_pass_that_still_shows_the_defect_is_expected(tmp_path, delta, verdict):
+    (entry,) = _load(tmp_path, ENTRY.replace(CHECK, f"{CHECK}\n      defect: 0.6"))
+    assert entry.defect == 0.6 and entry.matches(_subject()), "defect is no condition"
+    assert expectations.verdict(PASS, entry, delta) == verdict
+    assert expectations.verdict(WARNED, entry, delta) == expectations.EXPECTED
+    (plain,) = _load(tmp_path, ENTRY)
+    assert expectations.verdict(PASS, plain, 0.5) == expectations.UNEXPECTED_PASS, "without one, any pass"
+
+
+@pytest.mark.parametrize(
     ("edit", "field", "words"),
     [
         (
@@ -114,6 +133,8 @@ def test_verdicts(tmp_path, outcome, has_entry, entry_outcome, verdict):
         ),
         (("    reason: one line", "    reason: one line\n    colour: red"), "colour", "unknown field"),
         (("    reason: one line", ""), "reason", "required field is missing"),
+        ((CHECK, f"{CHECK}\n      defect: -1"), "defect", "above 0"),
+        ((CHECK, f"{CHECK}\n      defect: big"), "defect", "expected"),
     ],
 )
 def test_malformed_entries_get_one_line_naming_the_field(tmp_path, edit, field, words):
