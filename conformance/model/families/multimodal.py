@@ -94,12 +94,13 @@ def _llava(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
     )
 
 
-def _mistral3(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
+def _mistral3(knobs: Knobs, flags: TieFlags, **text: Any) -> ConfigSpec:
+    """Mistral3's wrapper, with a Pixtral tower, around a Mistral decoder or the one `text` names."""
     tower = {"model_type": "pixtral", **_TOWER, "image_size": 8, "patch_size": 4, "head_dim": 16}
-    text = _text(knobs, flags, model_type="mistral")
+    decoder = _text(knobs, flags, **{"model_type": "mistral", **text})
     return _wrapper(
         "Mistral3Config",
-        text,
+        decoder,
         flags,
         vision_config=tower,
         image_token_index=127,
@@ -109,21 +110,11 @@ def _mistral3(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
 
 
 def _ministral3(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
-    """Mistral3's wrapper around a Ministral 3 decoder (Ministral-3 checkpoints, 5.0 on): YaRN rotary with
-    Llama 4's attention scaling, the backbone NeMo's own Mistral3 VLM class claims."""
-    tower = {"model_type": "pixtral", **_TOWER, "image_size": 8, "patch_size": 4, "head_dim": 16}
+    """Mistral3 around a Ministral 3 decoder (Ministral-3 checkpoints, 5.0 on): YaRN rotary with Llama 4's
+    attention scaling, the backbone NeMo's own Mistral3 VLM class claims."""
     rope = {"rope_type": "yarn", "rope_theta": 1.0e6, "factor": 4.0, "original_max_position_embeddings": 16}
     rope.update(llama_4_scaling_beta=0.1, beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0)
-    text = _text(knobs, flags, model_type="ministral3", rope_parameters=rope)
-    return _wrapper(
-        "Mistral3Config",
-        text,
-        flags,
-        vision_config=tower,
-        image_token_index=127,
-        vision_feature_layer=-1,
-        spatial_merge_size=1,
-    )
+    return _mistral3(knobs, flags, model_type="ministral3", rope_parameters=rope)
 
 
 def _gemma3(knobs: Knobs, flags: TieFlags) -> ConfigSpec:
