@@ -51,16 +51,16 @@ contract.declare(
 )
 _MODELS = "nemo_automodel.components.models"
 CLASSES = {
-    "gemma4-moe": "nemo_automodel.components.models.gemma4_moe.model:Gemma4ForConditionalGeneration",
-    "llama": "nemo_automodel.components.models.llama.model:LlamaForCausalLM",
-    "qwen2": "nemo_automodel.components.models.qwen2.model:Qwen2ForCausalLM",
-    "qwen3": "nemo_automodel.components.models.qwen3.model:Qwen3ForCausalLM",
-    "qwen3.5": "nemo_automodel.components.models.qwen3_5.model:Qwen3_5ForCausalLM",
-    "qwen3.5-vl": "nemo_automodel.components.models.qwen3_5.model:Qwen3_5ForConditionalGeneration",
+    "gemma4-moe": f"{_MODELS}.gemma4_moe.model:Gemma4ForConditionalGeneration",
+    "llama": f"{_MODELS}.llama.model:LlamaForCausalLM",
+    "qwen2": f"{_MODELS}.qwen2.model:Qwen2ForCausalLM",
+    "qwen3": f"{_MODELS}.qwen3.model:Qwen3ForCausalLM",
+    "qwen3.5": f"{_MODELS}.qwen3_5.model:Qwen3_5ForCausalLM",
+    "qwen3.5-vl": f"{_MODELS}.qwen3_5.model:Qwen3_5ForConditionalGeneration",
     # Not mistral3: NeMo's Mistral3 VLM class claims ministral3 text backbones only (its resolver returns
     # none for the family's mistral one, and the auto class builds HF's class there).
     "ministral3": f"{_MODELS}.mistral3_vlm.model:Mistral3FP8VLMForConditionalGeneration",
-    "qwen3-vl": "nemo_automodel.components.models.qwen3_vl.model:Qwen3VLForConditionalGeneration",
+    "qwen3-vl": f"{_MODELS}.qwen3_vl.model:Qwen3VLForConditionalGeneration",
 }
 # Plain-torch kernels everywhere: the CPU reference path, and what the HF model computes too.
 _BACKEND = {
