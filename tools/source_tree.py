@@ -121,6 +121,23 @@ REVERTS = {
         (("    # Only re-tie when the controlling config flag", "        return\n"),),
         "Only re-tie when the controlling config flag",
     ),
+    "nemo-2732": Revert(
+        "nemo",
+        "shared/tied_weights.py",
+        "NeMo Automodel PR #2732: the checkpointer resolves tie_word_embeddings by the top-level flag first, "
+        "as HF ties",
+        (
+            (
+                '    if hasattr(config, "tie_word_embeddings"):\n',
+                '    return bool(getattr(text_config, "tie_word_embeddings", False))\n',
+                # The parent read text_config's flag first (a plain config is its own text config).
+                '    text_config = getattr(config, "get_text_config", lambda: None)()\n'
+                '    top = getattr(config, "tie_word_embeddings", False)\n'
+                '    return bool(getattr(text_config, "tie_word_embeddings", top))\n',
+            ),
+        ),
+        "return bool(config.tie_word_embeddings)",
+    ),
 }
 
 

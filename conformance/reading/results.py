@@ -6,7 +6,7 @@ import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,7 +55,8 @@ class Record:
     saved_with: dict[str, str] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=False, allow_nan=True)
+        # Every field is a JSON value already: asdict's deep copy of each was most of the parent's time.
+        return json.dumps(vars(self), sort_keys=False, allow_nan=True)
 
 
 def rounded(value: float | None) -> float | None:

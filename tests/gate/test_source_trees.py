@@ -1,13 +1,14 @@
 """The PR gate on real source builds: PEFT and NeMo Automodel trees installed from a path, as a PR is.
 
 Each tree is the released package's files in a git checkout (tools/source_tree.py), unmodified or with
-one real upstream change taken back out by a file edit: PEFT PRs #3126 (merge unties the config) and
-#3455 (unloading an adapter beside the active one), PEFT PR #3514 (merging overlapping trainable-token
-rows one call at a time), and NeMo Automodel PR #2601 (Gemma4 MoE re-ties
-lm_head to its swapped-in embedding). The gate (the same tools/gate.py that `tox -e gate` runs) builds
-the candidate's environment from the path, runs the suite there and against the newest release, and
-must fail exactly on the reverted trees, naming the cells. A family or two per package keeps CI short;
-`tox -e gate` without GATE_FAMILIES runs them all.
+one real upstream change taken back out by a file edit: PEFT PRs #3126 (merge unties the config), #3455
+(unloading an adapter beside the active one) and #3514 (merging overlapping trainable-token rows one call
+at a time); NeMo Automodel PRs #2601 (Gemma4 MoE re-ties lm_head to its swapped-in embedding), #2942
+(init re-ties untied remote code), #2998 (Qwen3.5's VL class re-ties after its swap) and #2732 (the
+checkpointer reads the top-level tie flag first). The gate (the same tools/gate.py that `tox -e gate`
+runs) builds the candidate's environment from the path, runs the suite there and against the newest
+release, and must fail exactly on the reverted trees, naming the cells. A family or two per package
+keeps CI short; `tox -e gate` without GATE_FAMILIES runs them all.
 """
 
 from __future__ import annotations
@@ -208,17 +209,18 @@ NEMO_FAMILIES = "gemma4-moe,qwen3.5-vl,llama-remote"
 
 @pytest.fixture(scope="module")
 def nemo_runs(tmp_path_factory):
-    """Gate runs of NeMo trees against the newest release: PRs #2601, #2942 and #2998 each taken back out."""
+    """Gate runs of NeMo trees against the newest release: PRs #2601, #2942, #2998, #2732 each taken out."""
     top = tmp_path_factory.mktemp("nemo-gate")
     trees = {
         "reverted": source_tree.build("nemo", top / "tree-reverted", reverts=["nemo-2601"]),
         "reverted-2942": source_tree.build("nemo", top / "tree-reverted-2942", reverts=["nemo-2942"]),
         "reverted-2998": source_tree.build("nemo", top / "tree-reverted-2998", reverts=["nemo-2998"]),
+        "reverted-2732": source_tree.build("nemo", top / "tree-reverted-2732", reverts=["nemo-2732"]),
         "unmodified": source_tree.build("nemo", top / "tree-unmodified"),
     }
     runs = {"reverted": gate(top / "reverted", "nemo", trees["reverted"], NEMO_FAMILIES)}
     baseline = top / "reverted" / "baseline" / "results.jsonl"
-    for name in ("reverted-2942", "reverted-2998", "unmodified"):
+    for name in ("reverted-2942", "reverted-2998", "reverted-2732", "unmodified"):
         runs[name] = gate(top / name, "nemo", trees[name], NEMO_FAMILIES, baseline=baseline)
     return runs
 
@@ -257,6 +259,22 @@ def test_nemo_init_that_reties_untied_remote_code_fails_the_gate(nemo_runs):
     assert all(c.startswith("nemo-auto-llama-remote-tF-") for c in cells), cells
 
 
+def test_nemo_checkpointer_reading_the_text_flag_first_fails_the_gate(nemo_runs):
+    """NeMo Automodel PR #2732: HF ties by the top-level flag; the checkpointer read text_config's first."""
+    code, output = nemo_runs["reverted-2732"]
+    assert code == EXIT_REGRESSION, output[-3000:]
+    cells = section(output)
+    # Untied at the top, tied in text_config: NeMo's own reload ties the head HF's model keeps apart.
+    for check in ("weights-kept:", "hf-checkpoint-load:", "resume-fidelity:"):
+        prefix = "nemo-automodel-qwen3.5-vl-tF-xT-no_adapter-"
+        assert any(c.startswith(prefix) and c.endswith(check) for c in cells), (prefix, check, cells)
+    # Tied at the top: the checkpoint keeps lm_head.weight, and Gemma4 MoE refuses a config HF ties.
+    assert "nemo-automodel-qwen3.5-vl-tT-xF-no_adapter-native@" in " ".join(cells), cells
+    assert any(c.startswith("nemo-automodel-gemma4-moe-tT-xF-no_adapter-native@") for c in cells), cells
+    # Only configs whose two flags disagree can tell the two readings apart.
+    assert all(re.search(r"-(tT-xF|tF-xT)-", c) for c in cells), cells
+
+
 def test_unmodified_nemo_tree_passes_the_gate(nemo_runs):
     code, output = nemo_runs["unmodified"]
     assert code == EXIT_OK, output[-3000:]
@@ -265,11 +283,33 @@ def test_unmodified_nemo_tree_passes_the_gate(nemo_runs):
 # The fix and its parent exactly as upstream has them, where a clone of NVIDIA-NeMo/Automodel is given
 # (NEMO_AUTOMODEL_GIT: its git directory; the `fetch` tool's mirror has one). Both say 0.5.0 and pin
 # transformers 5.12.1, so each side installs its own tree with that pin.
-UPSTREAM = {  # change -> (parent, fix, the families that show it, what every regressed cell names)
+# change -> (parent, fix, families that show it, what every regressed cell matches, a check among them)
+UPSTREAM = {
     # NeMo's init re-tied an untied remote-code model (list-form _tied_weights_keys) to its embedding.
-    "nemo-2942": ("ef3f38471", "1197b6281", "llama-remote,llama", "nemo-auto-llama-remote-tF-"),
-    # Qwen3.5's VL class left lm_head on the embedding its swapped-out text model had.
-    "nemo-2998": ("90ae61715", "59eca0131", "qwen3.5-vl,qwen3.5", "nemo-automodel-qwen3.5-vl-tT-"),
+    "nemo-2942": (
+        "ef3f38471",
+        "1197b6281",
+        "llama-remote,llama",
+        r"nemo-auto-llama-remote-tF-",
+        "tie-status:",
+    ),
+    # Qwen3.5's VL class left lm_head on the embedding its swapped-out text model had (the auto class
+    # builds that class too).
+    "nemo-2998": (
+        "90ae61715",
+        "59eca0131",
+        "qwen3.5-vl,qwen3.5",
+        r"nemo-auto(model)?-qwen3\.5-vl-tT-",
+        "tie-status:",
+    ),
+    # The checkpointer read text_config's tie flag before the top-level one HF ties by (transformers 5.8.1).
+    "nemo-2732": (
+        "790437a7f",
+        "27f9c343f",
+        "ministral3,qwen3-vl,llama",
+        r"nemo-auto(model)?-[\w.-]+?-(tT-xF|tF-xT)-",
+        "checkpoint-roundtrip:",
+    ),
 }
 
 
@@ -278,11 +318,11 @@ def test_upstream_fix_and_parent_are_told_apart(change, tmp_path):
     gitdir = os.environ.get("NEMO_AUTOMODEL_GIT")
     if not gitdir:
         pytest.skip("NEMO_AUTOMODEL_GIT names no clone of NVIDIA-NeMo/Automodel (the release tests cover it)")
-    parent, fix, families, named = UPSTREAM[change]
+    parent, fix, families, named, check = UPSTREAM[change]
     trees = {c: source_tree.from_git(Path(gitdir), c, tmp_path / f"tree-{c}") for c in (parent, fix)}
     env_fix = {"GATE_BASELINE_SPEC": str(trees[fix]), "GATE_ENVS": str(ROOT / ".tox" / "gate" / "upstream")}
     code, output = gate(tmp_path / "out", "nemo", trees[parent], families, extra_env=env_fix)
     assert code == EXIT_REGRESSION, output[-3000:]
     cells = section(output)
-    assert cells and all(c.startswith(named) for c in cells), cells
-    assert any(c.endswith("tie-status:") for c in cells), cells
+    assert cells and all(re.match(named, c) for c in cells), cells
+    assert any(c.endswith(check) for c in cells), cells
